@@ -1,0 +1,201 @@
+"""The ``orch`` command line: parse options, call the library, render. Nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import click
+
+from orchestrator import operations, render
+from orchestrator.errors import MissingPathError, OrchError
+
+QUEUE_NAME = "QUEUE.md"
+
+
+class CliError(click.ClickException):
+    """Shows an ``OrchError`` the way the contract says: ``error: ...`` on stderr."""
+
+    def __init__(self, error: OrchError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class OrchGroup(click.Group):
+    """Turns library errors into CLI errors in one place, not in every command."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OrchError as error:
+            raise CliError(error) from error
+
+
+def find_queue(start: Path) -> Path:
+    """``QUEUE.md`` in ``start`` or a parent folder, up to the repository root."""
+    folder = start.resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / QUEUE_NAME).is_file():
+            return candidate / QUEUE_NAME
+        if (candidate / ".git").exists():
+            break
+    raise MissingPathError(
+        f"no {QUEUE_NAME} in {folder} or above it up to the repository root; "
+        "pass --queue PATH or run orch init"
+    )
+
+
+def _shown(path: Path) -> Path:
+    """A discovered path as short as possible for messages."""
+    try:
+        return path.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
+@dataclass
+class App:
+    """What every command needs, opened lazily so ``--help`` touches no files."""
+
+    queue_option: str | None
+    db: str | None
+
+    @cached_property
+    def queue(self) -> Path:
+        if self.queue_option:
+            return Path(self.queue_option)
+        return _shown(find_queue(Path.cwd()))
+
+    @cached_property
+    def store(self):
+        from orchestrator.store import open_store
+
+        return open_store(queue=self.queue if not self.db else Path(QUEUE_NAME), db=self.db)
+
+    @cached_property
+    def config(self):
+        from orchestrator.config import load_config
+
+        root = self.queue.parent if not self.db else Path.cwd()
+        return load_config(root)
+
+
+pass_app = click.make_pass_decorator(App)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+id_option = click.option("--id", "item_id", required=True, metavar="ID", help="The item's id.")
+
+
+@click.group(cls=OrchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--queue", "queue", envvar="ORCH_QUEUE", metavar="PATH",
+    help="Markdown queue file. Default: QUEUE.md in this folder or above, up to the repo root.",
+)  # fmt: skip
+@click.option("--db", "db", envvar="ORCH_DB", metavar="PATH", help="Use the SQLite queue at PATH instead.")
+@click.version_option(package_name="orch", message="orch %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, queue: str | None, db: str | None) -> None:
+    """orch: a git-friendly job orchestrator for coding agents.
+
+    The queue is the markdown table in QUEUE.md (or an SQLite file with --db).
+    Exit codes: 0 done, 1 refused by a rule, 2 bad input.
+    """
+    ctx.obj = App(queue, db)
+
+
+@cli.command()
+@json_option
+@pass_app
+def status(app: App, as_json: bool) -> None:
+    """Counts by status, then the oldest IN_PROGRESS items (up to 5). Read-only."""
+    summary = operations.summarize(app.store.items())
+    click.echo(render.status_json(summary) if as_json else render.status_text(summary))
+
+
+@cli.command()
+@json_option
+@pass_app
+def workers(app: App, as_json: bool) -> None:
+    """IN_PROGRESS items grouped by owner, oldest start first. Read-only."""
+    loads = operations.worker_loads(app.store.items())
+    click.echo(render.workers_json(loads) if as_json else render.workers_text(loads))
+
+
+@cli.command()
+@id_option
+@json_option
+@pass_app
+def cancel(app: App, item_id: str, as_json: bool) -> None:
+    """Cancel a PENDING or IN_PROGRESS item: it becomes BLOCKED, noted cancelled_by_operator."""
+    item = operations.cancel(app.store, item_id)
+    click.echo(render.item_json(item) if as_json else render.transition(item))
+
+
+@cli.command()
+@id_option
+@click.option("--notes", required=True, help="Why the item is replanned; appended as replan:<notes>.")
+@json_option
+@pass_app
+def replan(app: App, item_id: str, notes: str, as_json: bool) -> None:
+    """Record a replan: IN_PROGRESS becomes BLOCKED, anything else PENDING."""
+    item = operations.replan(app.store, item_id, notes)
+    click.echo(render.item_json(item) if as_json else render.transition(item))
+
+
+@cli.command()
+@id_option
+@json_option
+@pass_app
+def retry(app: App, item_id: str, as_json: bool) -> None:
+    """Return a FAILED or BLOCKED item to PENDING (with --db: the retry policy decides)."""
+    item = operations.retry(app.store, item_id)
+    click.echo(render.item_json(item) if as_json else render.transition(item))
+
+
+@cli.command()
+@click.option("--title", required=True, help="What the item is about.")
+@click.option("--id", "item_id", metavar="ID", help="Choose the id (default: a random one with the id_prefix).")
+@click.option("--set", "sets", multiple=True, metavar="COLUMN=VALUE", help="Fill another column; repeatable.")
+@json_option
+@pass_app
+def add(app: App, title: str, item_id: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+    """Append a PENDING item to the queue and print its id."""
+    values = operations.parse_sets(sets)
+    item = operations.add(app.store, title=title, item_id=item_id, values=values, prefix=app.config.id_prefix)
+    click.echo(render.item_json(item) if as_json else item.id)
+
+
+@cli.command()
+@id_option
+@json_option
+@pass_app
+def show(app: App, item_id: str, as_json: bool) -> None:
+    """One item: its row, its notes and its history so far. Read-only."""
+    item, events = operations.show(app.store, item_id)
+    click.echo(render.item_json(item, events) if as_json else render.item_text(item, events))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@pass_app
+def validate(app: App, paths: tuple[Path, ...], as_json: bool) -> None:
+    """Check QUEUE.md (or PATHS) against the house rules; every problem with its line.
+
+    Exit 0 when valid, 2 otherwise: use it as a pre-commit hook or a CI step.
+    """
+    reports = []
+    for path in paths or (app.queue,):
+        problems, count = operations.validate_file(path, str(path))
+        reports.append(render.problems_json(str(path), problems, count))
+        for problem in problems:
+            click.echo(f"error: {problem}", err=True)
+        if not problems and not as_json:
+            click.echo(f"{path}: ok ({count} items)")
+    if as_json:
+        click.echo(render.as_json(reports if paths else reports[0]))
+    if any(not report["ok"] for report in reports):
+        raise SystemExit(2)

@@ -1,0 +1,381 @@
+"""GFM pipe tables inside a markdown document, with exact positions.
+
+Pure functions: find the top-level tables, split rows exactly as GFM does
+(a pipe right after a backslash never splits), turn cell text into values
+and back, and splice new cell text into a line without touching its other
+bytes. Lines are split on ``\\n`` only (``str.splitlines`` would also split
+on form feeds and Unicode separators, which GFM does not).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
+_DELIMITER_ROW = re.compile(r"^ {0,3}\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
+_FENCE_OPEN = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
+_ATX_HEADING = re.compile(r"^ {0,3}#{1,6}(?:[ \t]|$)")
+_THEMATIC_BREAK = re.compile(r"^ {0,3}(?:(?:-[ \t]*){3,}|(?:\*[ \t]*){3,}|(?:_[ \t]*){3,})$")
+_QUOTE = re.compile(r"^ {0,3}>")
+_LIST_ITEM = re.compile(r"^( {0,3})([-+*]|\d{1,9}[.)])([ \t]+|$)")
+_HTML_RAW = re.compile(r"^ {0,3}<(script|pre|style|textarea)(?:[\s>]|$)", re.IGNORECASE)
+_HTML_RAW_END = re.compile(r"</(?:script|pre|style|textarea)>", re.IGNORECASE)
+_HTML_COMMENT = re.compile(r"^ {0,3}<!--")
+_HTML_BLOCK = re.compile(r"^ {0,3}</?[A-Za-z][A-Za-z0-9-]*(?:[\s/>]|$)")
+
+_ASCII_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+_DECODE = re.compile(r"\\([!-/:-@\[-`{-~])|&#([0-9]{1,7});|&#[xX]([0-9a-fA-F]{1,6});")
+
+
+# --- cell text <-> value -------------------------------------------------------
+
+
+def _needs_reference(ch: str) -> bool:
+    """Characters that could end a line or hide in an editor: written as ``&#N;``."""
+    code = ord(ch)
+    return code < 32 or 127 <= code <= 159 or code in (0x2028, 0x2029)
+
+
+def encode_cell(value: str) -> str:
+    """Cell text that reads back as ``value`` and can never split a cell or a row."""
+    last = len(value) - 1
+    tokens = []
+    for i, ch in enumerate(value):
+        if _needs_reference(ch) or (ch == " " and (i == 0 or i == last)):
+            tokens.append(f"&#{ord(ch)};")
+        elif ch == "|":
+            tokens.append("\\|")
+        elif ch == "&" and i < last and value[i + 1] == "#":
+            tokens.append("\\&")
+        else:
+            tokens.append(ch)
+    for i in range(last - 1, -1, -1):
+        # A backslash before punctuation would escape it, so it escapes itself.
+        if tokens[i] == "\\" and tokens[i + 1][0] in _ASCII_PUNCTUATION:
+            tokens[i] = "\\\\"
+    return "".join(tokens)
+
+
+def _decode_match(match: re.Match) -> str:
+    punctuation, decimal, hexadecimal = match.groups()
+    if punctuation is not None:
+        return punctuation
+    code = int(decimal) if decimal is not None else int(hexadecimal, 16)
+    if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+        return match.group(0)
+    return chr(code)
+
+
+def decode_cell(raw: str) -> str:
+    """The value of a cell's raw text: GFM's pipe unescape, then backslash and ``&#N;``."""
+    text = raw.strip(" \t")
+    if "\\" not in text and "&#" not in text:
+        return text
+    return _DECODE.sub(_decode_match, text.replace("\\|", "|"))
+
+
+# --- lines and rows ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of the document: ``text`` excludes the line ending."""
+
+    number: int
+    start: int
+    text: str
+    ending: str  # "\n", "\r\n" or "" for a last line without one
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.text)
+
+    @property
+    def next_start(self) -> int:
+        return self.end + len(self.ending)
+
+
+def split_lines(text: str) -> list[Line]:
+    """Lines split on ``\\n`` only; a ``\\r`` before it belongs to the ending."""
+    lines = []
+    start = 0
+    number = 1
+    length = len(text)
+    while start < length:
+        newline = text.find("\n", start)
+        if newline < 0:
+            lines.append(Line(number, start, text[start:], ""))
+            break
+        if newline > start and text[newline - 1] == "\r":
+            lines.append(Line(number, start, text[start : newline - 1], "\r\n"))
+        else:
+            lines.append(Line(number, start, text[start:newline], "\n"))
+        start = newline + 1
+        number += 1
+    return lines
+
+
+def lone_cr_lines(text: str) -> list[int]:
+    """Line numbers holding a carriage return that is not part of ``\\r\\n``."""
+    found = []
+    position = text.find("\r")
+    while position >= 0:
+        if not text.startswith("\n", position + 1):
+            found.append(text.count("\n", 0, position) + 1)
+        position = text.find("\r", position + 1)
+    return found
+
+
+@dataclass(frozen=True)
+class Row:
+    """A table line split into cells; ``spans`` locate each cell's text in ``line.text``."""
+
+    line: Line
+    spans: tuple[tuple[int, int], ...]
+    cells: tuple[str, ...]
+    bordered: bool  # starts and ends with an unescaped pipe, indented at most 3 spaces
+
+
+def split_row(line: Line) -> Row:
+    """Split a row the GFM way; outer pipes are optional here, ``bordered`` says if present."""
+    text = line.text
+    pipes = [m.start() for m in _UNESCAPED_PIPE.finditer(text)]
+    indent = len(text) - len(text.lstrip(" \t"))
+    body_end = len(text.rstrip(" \t"))
+    leading = bool(pipes) and pipes[0] == indent
+    trailing = bool(pipes) and pipes[-1] == body_end - 1 and not (leading and len(pipes) == 1)
+    inner = pipes[1 if leading else 0 : len(pipes) - 1 if trailing else len(pipes)]
+    cuts = [pipes[0] if leading else indent - 1, *inner, pipes[-1] if trailing else len(text)]
+    spans = tuple((cuts[k] + 1, cuts[k + 1]) for k in range(len(cuts) - 1))
+    cells = tuple(decode_cell(text[a:b]) for a, b in spans)
+    return Row(line, spans, cells, leading and trailing and _indent(text) <= 3)
+
+
+def is_delimiter_row(text: str) -> bool:
+    """A GFM delimiter row with at least one pipe (so at least two columns or outer pipes)."""
+    return "|" in text and _DELIMITER_ROW.match(text) is not None
+
+
+def replace_cell(row: Row, index: int, value: str, *, aligned: bool = False) -> str:
+    """The row's text with one cell set to ``value``.
+
+    A padded cell (or one in an ``aligned`` column) keeps its width where the
+    new text fits; other cells keep their own spacing.
+    """
+    start, end = row.spans[index]
+    text = row.line.text
+    inner = text[start:end]
+    encoded = encode_cell(value)
+    if not inner.strip(" \t"):
+        lead, trail = " ", inner[1:] or " "
+    else:
+        lead = inner[: len(inner) - len(inner.lstrip(" \t"))]
+        trail = inner[len(inner.rstrip(" \t")) :]
+    # A trailing backslash must never touch the closing pipe: it would escape it.
+    least = 1 if trail or encoded.endswith("\\") else 0
+    if aligned or len(trail) > 1:
+        pad = max(least, len(inner) - len(lead) - len(encoded))
+    else:
+        pad = max(least, len(trail))
+    return text[:start] + lead + encoded + " " * pad + text[end:]
+
+
+def render_row(values: list[str], widths: list[int] | None = None) -> str:
+    """A bordered row; each cell padded to ``widths`` (inner widths) when given."""
+    parts = []
+    for i, value in enumerate(values):
+        cell = f" {encode_cell(value)} "
+        if widths and len(cell) < widths[i]:
+            cell += " " * (widths[i] - len(cell))
+        parts.append(cell)
+    return "|" + "|".join(parts) + "|"
+
+
+# --- where the tables are ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableSpan:
+    """Lines ``header`` .. ``end - 1`` (0-based indexes) form one top-level table."""
+
+    header: int
+    end: int
+
+
+def _indent(text: str) -> int:
+    width = 0
+    for ch in text:
+        if ch == " ":
+            width += 1
+        elif ch == "\t":
+            width += 4 - width % 4
+        else:
+            break
+    return width
+
+
+def _is_blank(text: str) -> bool:
+    return not text.strip(" \t")
+
+
+def starts_block(text: str) -> bool:
+    """Whether the line opens a block that ends a paragraph or a table."""
+    return bool(
+        _FENCE_OPEN.match(text)
+        or _ATX_HEADING.match(text)
+        or _THEMATIC_BREAK.match(text)
+        or _QUOTE.match(text)
+        or _HTML_COMMENT.match(text)
+        or _HTML_RAW.match(text)
+        or (_LIST_ITEM.match(text) and not _is_blank(_LIST_ITEM.sub("", text, count=1)))
+    )
+
+
+def _header_cells(text: str) -> int:
+    return len(split_row(Line(0, 0, text, "")).spans)
+
+
+class _Scanner:
+    """Walks the lines once, tracking the blocks that can hide a table."""
+
+    def __init__(self, lines: list[Line]) -> None:
+        self.lines = lines
+        self.fence: tuple[str, int] | None = None
+        self.html_end: re.Pattern | str | None = None
+        self.container: str | None = None
+        self.list_indent = 0
+        self.prev_blank = True
+        self.in_paragraph = False
+
+    def tables(self) -> list[TableSpan]:
+        found = []
+        i = 0
+        while i < len(self.lines):
+            text = self.lines[i].text
+            if self._skip_hidden(text):
+                i += 1
+                continue
+            span = self._table_at(i)
+            if span:
+                found.append(span)
+                i = span.end
+                self.prev_blank, self.in_paragraph = False, False
+                continue
+            self._note_line(text)
+            i += 1
+        return found
+
+    def _skip_hidden(self, text: str) -> bool:
+        """True for lines inside code, HTML or a container; updates the block state."""
+        if self.fence:
+            char, length = self.fence
+            close = text.lstrip(" ")
+            if _indent(text) <= 3 and close.startswith(char * length) and not close.strip(char + " \t"):
+                self.fence = None
+            return True
+        if self.html_end is not None:
+            if self.html_end == "blank":
+                if _is_blank(text):
+                    self.html_end = None
+                    self.prev_blank = True
+                return True
+            if (isinstance(self.html_end, str) and self.html_end in text) or (
+                not isinstance(self.html_end, str) and self.html_end.search(text)
+            ):
+                self.html_end = None
+            return True
+        if _is_blank(text):
+            self.prev_blank, self.in_paragraph = True, False
+            if self.container == "quote":
+                self.container = None
+            return True
+        if self._inside_container(text):
+            self._open_nested_fence(text)
+            self.prev_blank = False
+            return True
+        return self._open_hidden_block(text)
+
+    def _inside_container(self, text: str) -> bool:
+        if _QUOTE.match(text):
+            self.container = "quote"
+            return True
+        item = _LIST_ITEM.match(text)
+        if item and not (self.in_paragraph and _is_blank(text[item.end() :])):
+            self.container = "list"
+            self.list_indent = len(item.group(0)) if not _is_blank(text[item.end() :]) else len(item.group(1)) + len(item.group(2)) + 1
+            return True
+        if self.container is None:
+            return False
+        if not self.prev_blank and not starts_block(text):
+            return True  # a lazy continuation line
+        if self.container == "list" and _indent(text) >= self.list_indent:
+            return True
+        self.container = None
+        return False
+
+    def _open_nested_fence(self, text: str) -> None:
+        stripped = text.lstrip(" \t>")
+        stripped = _LIST_ITEM.sub("", stripped, count=1) if _LIST_ITEM.match(stripped) else stripped
+        fence = _FENCE_OPEN.match(stripped.lstrip(" "))
+        if fence and not (fence.group(2)[0] == "`" and "`" in fence.group(3)):
+            self.fence = (fence.group(2)[0], len(fence.group(2)))
+
+    def _open_hidden_block(self, text: str) -> bool:
+        indent = _indent(text)
+        if indent >= 4 and not self.in_paragraph:
+            self.prev_blank = False
+            return True  # indented code
+        fence = _FENCE_OPEN.match(text)
+        if fence and not (fence.group(2)[0] == "`" and "`" in fence.group(3)):
+            self.fence = (fence.group(2)[0], len(fence.group(2)))
+            self.in_paragraph = False
+            return True
+        if _HTML_COMMENT.match(text):
+            self.html_end = None if "-->" in text[text.index("<!--") + 4 :] else "-->"
+            self.in_paragraph = False
+            return True
+        if _HTML_RAW.match(text):
+            self.html_end = None if _HTML_RAW_END.search(text) else _HTML_RAW_END
+            self.in_paragraph = False
+            return True
+        if _HTML_BLOCK.match(text) and not self.in_paragraph:
+            self.html_end = "blank"
+            return True
+        return False
+
+    def _table_at(self, i: int) -> TableSpan | None:
+        if i + 1 >= len(self.lines):
+            return None
+        header, delimiter = self.lines[i].text, self.lines[i + 1].text
+        if "|" not in header or _indent(header) > 3 or starts_block(header):
+            return None
+        if not is_delimiter_row(delimiter) or _header_cells(header) != _header_cells(delimiter):
+            return None
+        end = i + 2
+        while end < len(self.lines):
+            text = self.lines[end].text
+            if _is_blank(text) or starts_block(text):
+                break
+            end += 1
+        return TableSpan(i, end)
+
+    def _note_line(self, text: str) -> None:
+        self.prev_blank = False
+        self.in_paragraph = not (_ATX_HEADING.match(text) or _THEMATIC_BREAK.match(text))
+
+
+def find_tables(lines: list[Line]) -> list[TableSpan]:
+    """Every top-level GFM table: not inside a code block, HTML block, quote or list."""
+    return _Scanner(lines).tables()
+
+
+def find_nested_header(lines: list[Line], wanted: set[str]) -> Line | None:
+    """The first header row with all ``wanted`` columns anywhere, even inside other blocks."""
+    for i in range(len(lines) - 1):
+        text = lines[i].text
+        if "|" in text and is_delimiter_row(lines[i + 1].text.lstrip(" \t>-*+")):
+            names = {cell.lower() for cell in split_row(Line(0, 0, text.lstrip(" \t>"), "")).cells}
+            if wanted <= names:
+                return lines[i]
+    return None

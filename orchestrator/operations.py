@@ -1,0 +1,166 @@
+"""The operator commands as a library: what ``orch status/cancel/retry/...`` do, minus the CLI."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from orchestrator import model
+from orchestrator.errors import BadInputError, DuplicateIdError, Problem
+from orchestrator.model import Item, Status
+from orchestrator.store.base import Event, Store
+from orchestrator.timeutil import parse_iso
+
+ACTOR_CLI = "operator@cli"
+TOP_IN_PROGRESS = 5
+ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's base32, lower case
+ID_TOKEN_LENGTH = 6
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Counts by status and the oldest running items, for ``status``."""
+
+    counts: dict[str, int]
+    top_in_progress: list[Item]
+
+
+@dataclass(frozen=True)
+class WorkerLoad:
+    """The IN_PROGRESS items one owner holds, for ``workers``."""
+
+    owner: str
+    ids: list[str]
+    oldest_start: str
+
+
+def _oldest_first(items: list[Item]) -> list[Item]:
+    """By start time; rows without a readable start keep queue order, after the rest."""
+    def key(pair: tuple[int, Item]) -> tuple[int, float, int]:
+        position, item = pair
+        started = parse_iso(item.started) if item.started else None
+        return (0, started, position) if started is not None else (1, 0.0, position)
+
+    return [item for _, item in sorted(enumerate(items), key=key)]
+
+
+def summarize(items: list[Item], top: int = TOP_IN_PROGRESS) -> Summary:
+    """``status``: how many items in each state, and up to ``top`` running ones, oldest first."""
+    counts = {status.value: 0 for status in Status}
+    for item in items:
+        counts[item.status.value] += 1
+    running = [item for item in items if item.status is Status.IN_PROGRESS]
+    return Summary(counts, _oldest_first(running)[:top])
+
+
+def worker_loads(items: list[Item]) -> list[WorkerLoad]:
+    """``workers``: IN_PROGRESS items grouped by owner, the longest-running owner first."""
+    groups: dict[str, list[Item]] = {}
+    for item in _oldest_first([i for i in items if i.status is Status.IN_PROGRESS]):
+        groups.setdefault(item.owner or "unowned", []).append(item)
+    return [
+        WorkerLoad(owner, [item.id for item in group], group[0].started or "-")
+        for owner, group in groups.items()
+    ]
+
+
+def cancel(store: Store, item_id: str, *, actor: str = ACTOR_CLI) -> Item:
+    """PENDING or IN_PROGRESS becomes BLOCKED with ``cancelled_by_operator``."""
+    return store.update(model.check_id(item_id), model.cancel, actor=actor, event="CANCELED")
+
+
+def replan(store: Store, item_id: str, notes: str, *, actor: str = ACTOR_CLI) -> Item:
+    """Record why, and move to BLOCKED (if running) or PENDING."""
+    if not notes.strip():
+        raise BadInputError("missing notes: say why the item is replanned (--notes)")
+    change = partial(model.replan, notes=notes)
+    return store.update(model.check_id(item_id), change, actor=actor, event="REPLANNED")
+
+
+def retry(store: Store, item_id: str, *, actor: str = ACTOR_CLI) -> Item:
+    """Return a retry-eligible item to PENDING, by the rules of the store's mode."""
+    retry_change = getattr(store, "retry_change", None) or model.retry_markdown
+    return store.update(model.check_id(item_id), retry_change, actor=actor, event="RETRIED")
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id that two branches adding items at once will not both pick (no max+1)."""
+    token = "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_TOKEN_LENGTH))
+    return model.check_id(prefix + token)
+
+
+def parse_sets(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``--set COLUMN=VALUE`` pairs into a dict; the column name is required."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        column, equals, value = pair.partition("=")
+        if not equals or not column.strip():
+            raise BadInputError(f"--set {pair!r}: write it as COLUMN=VALUE")
+        values[column.strip()] = value
+    return values
+
+
+def build_item(item_id: str, title: str, values: dict[str, str]) -> Item:
+    """A new PENDING item from ``add``'s options; known columns are typed and checked."""
+    from orchestrator.queuefile import INT_COLUMNS, KNOWN_COLUMNS, parse_depends
+
+    fields: dict = {"title": title}
+    extra: dict[str, str] = {}
+    for column, value in values.items():
+        name = column.lower()
+        if name == "id":
+            raise BadInputError("--set id=...: use --id to choose the id")
+        if name not in KNOWN_COLUMNS:
+            extra[column] = value
+        elif name == "status":
+            if value not in model.STATUS_WORDS:
+                raise BadInputError(f"--set status={value}: use one of {', '.join(model.STATUS_WORDS)}")
+            fields["status"] = Status(value)
+        elif name in INT_COLUMNS:
+            if not (value.isascii() and value.isdigit()):
+                raise BadInputError(f"--set {name}={value}: must be a whole number")
+            fields[name] = int(value)
+        elif name == "depends_on":
+            fields[name] = tuple(model.check_id(dep) for dep in parse_depends(value))
+        else:
+            fields[name] = value
+    return Item(model.check_id(item_id), extra=extra, **fields)
+
+
+def add(
+    store: Store, *, title: str, item_id: str | None = None, values: dict[str, str] | None = None,
+    prefix: str = "ORCH-", actor: str = ACTOR_CLI,
+) -> Item:  # fmt: skip
+    """Append one new item; without ``item_id`` a random one with ``prefix`` is made."""
+    if not title.strip():
+        raise BadInputError("--title is empty: say what the item is")
+    for _ in range(5):
+        item = build_item(item_id or new_id(prefix), title, values or {})
+        try:
+            return store.add([item], actor=actor)[0]
+        except DuplicateIdError:
+            if item_id:
+                raise
+    raise DuplicateIdError(item.id)  # five random ids taken: practically impossible
+
+
+def show(store: Store, item_id: str) -> tuple[Item, list[Event]]:
+    """One item and its recorded history."""
+    item = store.get(model.check_id(item_id))
+    return item, store.events(item_id)
+
+
+def validate_file(path: Path, display: str | None = None) -> tuple[list[Problem], int]:
+    """Every broken house rule in one queue file, and how many items it holds."""
+    from orchestrator.queuefile import QueueFile
+
+    name = display or str(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return [Problem(name, 0, "no such file")], 0
+    queue = QueueFile.parse(name, data)
+    return queue.problems, len(queue.items)
+

@@ -1,0 +1,99 @@
+"""Text and ``--json`` renderings of command results (keeps cli.py thin)."""
+
+from __future__ import annotations
+
+import json
+
+from orchestrator.errors import Problem
+from orchestrator.model import Item
+from orchestrator.operations import Summary, WorkerLoad
+from orchestrator.store.base import Event
+
+
+def as_json(data: object) -> str:
+    """The ``--json`` form of any result: indented, UTF-8 kept readable."""
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def transition(item: Item) -> str:
+    """``<id> -> <STATUS>``, the ops spec's output for cancel, replan and retry."""
+    return f"{item.id} -> {item.status.value}"
+
+
+def summary_line(summary: Summary) -> str:
+    return "summary " + " ".join(f"{word}={count}" for word, count in summary.counts.items())
+
+
+def status_text(summary: Summary) -> str:
+    """Line 1 the counts, then ``top_in_progress:`` and its rows (or ``none``)."""
+    lines = [summary_line(summary)]
+    if not summary.top_in_progress:
+        lines.append("top_in_progress: none")
+    else:
+        lines.append("top_in_progress:")
+        for item in summary.top_in_progress:
+            lines.append(
+                f"- {item.id} owner={item.owner or '-'} started={item.started or '-'}"
+                + (f" title={item.title}" if item.title else "")
+            )
+    return "\n".join(lines)
+
+
+def status_json(summary: Summary) -> str:
+    return as_json({"summary": summary.counts, "top_in_progress": [i.as_dict() for i in summary.top_in_progress]})
+
+
+def workers_text(loads: list[WorkerLoad]) -> str:
+    """``workers_active=<n> in_progress=<m>`` then one line per owner, or ``workers: none``."""
+    total = sum(len(load.ids) for load in loads)
+    lines = [f"workers_active={len(loads)} in_progress={total}"]
+    if not loads:
+        lines.append("workers: none")
+    for load in loads:
+        lines.append(
+            f"- {load.owner} tasks={len(load.ids)} ids={','.join(load.ids)} oldest_start={load.oldest_start}"
+        )
+    return "\n".join(lines)
+
+
+def workers_json(loads: list[WorkerLoad]) -> str:
+    return as_json(
+        {
+            "workers_active": len(loads),
+            "in_progress": sum(len(load.ids) for load in loads),
+            "workers": [
+                {"owner": l.owner, "tasks": len(l.ids), "ids": l.ids, "oldest_start": l.oldest_start}
+                for l in loads
+            ],
+        }
+    )
+
+
+def item_text(item: Item, events: list[Event]) -> str:
+    """``show``: every field that has a value, the notes one per line, then the history."""
+    lines = [f"id: {item.id}", f"status: {item.status.value}"]
+    for name, value in item.as_dict().items():
+        if name in ("id", "status", "notes", "extra") or value in ("", None, [], 0):
+            continue
+        lines.append(f"{name}: {', '.join(value) if isinstance(value, list) else value}")
+    lines += [f"{name}: {value}" for name, value in item.extra.items() if value]
+    notes = item.note_list()
+    lines.append("notes:" if notes else "notes: none")
+    lines += [f"  - {note}" for note in notes]
+    lines.append("history:" if events else "history: none recorded")
+    for event in events:
+        change = f"{event.from_status} -> {event.to_status}" if event.from_status else event.to_status
+        note = f" {event.note}" if event.note else ""
+        lines.append(f"  {event.time} {event.actor} {event.event} {change}{note}")
+    return "\n".join(lines)
+
+
+def item_json(item: Item, events: list[Event] | None = None) -> str:
+    data = item.as_dict()
+    if events is not None:
+        data["history"] = [event.as_dict() for event in events]
+    return as_json(data)
+
+
+def problems_json(path: str, problems: list[Problem], count: int) -> dict:
+    return {"path": path, "ok": not problems, "items": count, "problems": [p.as_dict() for p in problems]}

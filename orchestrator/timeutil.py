@@ -1,0 +1,20 @@
+"""Wall-clock helpers: one format for every timestamp orch writes."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+
+def now_iso(now: float | None = None) -> str:
+    """UTC time as ``2026-11-25T20:30:00Z``: sortable, and the same in QUEUE.md and logs."""
+    moment = time.time() if now is None else now
+    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> float | None:
+    """Seconds since the epoch for a time orch wrote, or None if it is not one."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
