@@ -1,0 +1,85 @@
+"""Shared fixtures: real files and real git repositories in tmp_path, hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SAMPLE_QUEUE = """\
+# Work queue
+
+Prose before the table | with a pipe that is not a table.
+
+| id | status | title | owner | started | attempts | notes |
+| --- | --- | --- | --- | --- | --- | --- |
+| ORCH-001 | PENDING | Write the parser | | | 0 | |
+| ORCH-002 | IN_PROGRESS | Fix \\| pipes | w1 | 2026-11-25T10:00:00Z | 1 | picked up |
+| ORCH-003 | DONE | Ship it | | | 1 | done:1 |
+| ORCH-004 | FAILED | Flaky test | w2 | 2026-11-25T09:00:00Z | 1 | error:boom |
+| ORCH-005 | BLOCKED | Needs a human | | | 1 | intervention:ask |
+
+Prose after the table.
+"""
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path_factory):
+    """No ORCH_* setting from the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("ORCH_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def queue_file(tmp_path: Path) -> Path:
+    """A valid QUEUE.md with one item in each state, prose around it."""
+    path = tmp_path / "QUEUE.md"
+    path.write_text(SAMPLE_QUEUE, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    """A real git repository with one commit."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "config", "user.email", "test@example.invalid"], check=True)
+    subprocess.run([*git, "config", "user.name", "orch tests"], check=True)
+    (repo / "README.md").write_text("test repo\n")
+    subprocess.run([*git, "add", "README.md"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
+    return repo
+
+
+@pytest.fixture
+def cli_runner() -> CliRunner:
+    return CliRunner()
+
+
+def orch_argv(*args: str) -> list[str]:
+    """argv that runs the real CLI in a fresh process."""
+    return [sys.executable, "-m", "orchestrator", *args]
+
+
+def run_orch(*args: str, cwd: Path | None = None, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``orch`` as a real process and capture its output."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        orch_argv(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kwargs
+    )
