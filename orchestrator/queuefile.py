@@ -78,6 +78,13 @@ class QueueFile:
             if name not in present and getattr(item, name) != getattr(base, name)
         ]
 
+    def stored(self, item: Item) -> Item:
+        """``item`` as its row keeps it: fields without a column fall back to their defaults."""
+        present = set(self.columns)
+        dropped = {name: value for name, value in _DEFAULTS.items() if name not in present}
+        extra = {name: item.extra.get(name, "") for name in self.columns if name not in _ITEM_FIELDS}
+        return replace(item, extra=extra, **dropped)
+
     def render(self, changed: list[Item], added: list[Item] = ()) -> bytes:
         """New file bytes: changed items' cells rewritten, added items appended to the table."""
         where = self.index()
@@ -116,6 +123,9 @@ class QueueFile:
         head = self.text[cursor : last.end]
         glue = last.ending or ending
         widths = [b - a for a, b in self.header.spans]
+        last_row = self.rows[-1] if self.rows else mdtable.split_row(last)
+        if [b - a for a, b in last_row.spans] != widths:
+            widths = None  # pad new rows only when the table is laid out in columns
         new_rows = [mdtable.render_row([_field(item, c) for c in self.columns], widths) for item in added]
         body = glue + ending.join(new_rows) + (ending if last.ending else "")
         return [head, body, self.text[last.next_start :]]
@@ -128,6 +138,7 @@ def _field(item: Item, column: str) -> str:
 
 
 _ITEM_FIELDS = {f.name for f in fields(Item)} - {"extra"}
+_DEFAULTS = {f.name: f.default for f in fields(Item) if f.name in _ITEM_FIELDS and f.name != "id"}
 
 
 class _Parser:
@@ -231,12 +242,14 @@ class _Parser:
             item = self._item(columns, row)
             if item is None:
                 continue
-            if item.id in first_line:
-                self.problem(number, f"duplicate id '{item.id}' (first at line {first_line[item.id]}); ids must be unique")
+            key = item.id.lower()  # worktree paths collide on case-insensitive disks
+            if key in first_line:
+                first = first_line[key]
+                self.problem(number, f"duplicate id '{item.id}' (first at line {first}); ids must be unique, ignoring case")
                 continue
-            first_line[item.id] = number
+            first_line[key] = number
             items.append(item)
-        self._dependency_problems(items, first_line)
+        self._dependency_problems(items, {item.id: first_line[item.id.lower()] for item in items})
         return items
 
     def _row_shape_ok(self, row: mdtable.Row, width: int) -> bool:

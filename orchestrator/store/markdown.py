@@ -82,14 +82,14 @@ class MarkdownStore:
 
     def add(self, items: list[Item], *, actor: str) -> list[Item]:
         def edit(queue: QueueFile) -> tuple[bytes, list[Item], list[Event]]:
-            taken = {item.id for item in queue.items}
+            taken = {item.id.lower() for item in queue.items}
             for item in items:
                 _check_columns(queue, item)
-                if item.id in taken:
+                if item.id.lower() in taken:
                     raise DuplicateIdError(item.id, self.display)
-                taken.add(item.id)
+                taken.add(item.id.lower())
             events = [_event(item.id, actor, "ADDED", "", item.status.value, "") for item in items]
-            return queue.render([], items), list(items), events
+            return queue.render([], items), [queue.stored(item) for item in items], events
 
         return self.transact(edit)
 
@@ -99,7 +99,7 @@ class MarkdownStore:
             new = change(old)
             note = new.notes[len(old.notes) :].lstrip("; ") if new.notes.startswith(old.notes) else new.notes
             record = _event(item_id, actor, event, old.status.value, new.status.value, note)
-            return queue.render([new]), new, [record]
+            return queue.render([new]), queue.stored(new), [record]
 
         return self.transact(edit)
 
@@ -121,6 +121,7 @@ class MarkdownStore:
                 new_data, result, events = edit(QueueFile.load(self.display, data))
                 if new_data == data:
                     return result
+                _refuse_invalid(self.display, new_data)
                 if self._replace_if_unchanged(data, new_data):
                     self._record(events)
                     return result
@@ -179,6 +180,14 @@ class MarkdownStore:
             os.write(fd, payload.encode("utf-8"))
         finally:
             os.close(fd)
+
+
+def _refuse_invalid(display: str, new_data: bytes) -> None:
+    """Never write a queue that would fail its own house rules (a bad dependency, say)."""
+    problems = QueueFile.parse(display, new_data).problems
+    if problems:
+        first = problems[0]
+        raise BadInputError(f"refused, the result would break a house rule: {first}; nothing was written")
 
 
 def _check_columns(queue: QueueFile, item: Item) -> None:

@@ -1,0 +1,174 @@
+"""MarkdownStore: commands change exactly the lines they should; every other byte stays."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator import operations
+from orchestrator.errors import BadInputError, NotEligibleError, NotFoundError
+from orchestrator.model import Item, Status
+from orchestrator.queuefile import QueueFile
+from orchestrator.store.markdown import MarkdownStore
+from tests.strategies import QueueDoc, cell_text, queue_docs
+
+
+def lines_of(data: bytes) -> list[bytes]:
+    return data.split(b"\n")
+
+
+def changed_lines(before: bytes, after: bytes) -> list[int]:
+    old, new = lines_of(before), lines_of(after)
+    assert len(old) == len(new)
+    return [k for k, (a, b) in enumerate(zip(old, new)) if a != b]
+
+
+def store_for(doc: QueueDoc, folder: str) -> MarkdownStore:
+    path = Path(folder) / "QUEUE.md"
+    path.write_bytes(doc.data)
+    return MarkdownStore(path, durable=False)
+
+
+OPERATIONS = {
+    "cancel": lambda store, item_id, text: operations.cancel(store, item_id),
+    "replan": lambda store, item_id, text: operations.replan(store, item_id, text),
+    "retry": lambda store, item_id, text: operations.retry(store, item_id),
+}
+
+
+@settings(max_examples=300)
+@given(queue_docs(min_rows=1), st.sampled_from(sorted(OPERATIONS)), st.data())
+def test_each_command_changes_only_its_own_row_and_the_text_reads_back(doc, name, data):
+    target = data.draw(st.sampled_from(doc.rows))
+    notes_text = data.draw(cell_text)
+    with tempfile.TemporaryDirectory() as folder:
+        store = store_for(doc, folder)
+        before = store.path.read_bytes()
+        row_line = QueueFile.load("Q", before).rows[[r["id"] for r in doc.rows].index(target["id"])].line
+        try:
+            result = OPERATIONS[name](store, target["id"], notes_text)
+        except NotEligibleError:
+            assert store.path.read_bytes() == before
+            return
+        except BadInputError:
+            assert name == "replan" and not notes_text.strip()
+            assert store.path.read_bytes() == before
+            return
+        after = store.path.read_bytes()
+        assert changed_lines(before, after) in ([row_line.number - 1], [])
+        stored = {item.id: item for item in store.items()}
+        assert stored[target["id"]] == result
+        for row in doc.rows:
+            if row["id"] != target["id"]:
+                assert stored[row["id"]].status.value == row["status"]
+        if "notes" in doc.columns:
+            assert result.notes.startswith(target["notes"])
+            if name == "replan":
+                assert result.notes.endswith(f"replan:{notes_text}")
+
+
+@settings(max_examples=200)
+@given(queue_docs(require=("title",)), cell_text.filter(str.strip), st.lists(cell_text, max_size=2))
+def test_add_appends_one_row_at_the_table_end_and_nothing_else_moves(doc, title, extras):
+    with tempfile.TemporaryDirectory() as folder:
+        store = store_for(doc, folder)
+        before = store.path.read_bytes()
+        values = {c: v for c, v in zip([c for c in doc.columns if c in ("x-extra", "Priority")], extras)}
+        item = operations.add(store, title=title, values=values)
+        after = store.path.read_bytes()
+        old, new = lines_of(before), lines_of(after)
+        assert len(new) == len(old) + 1
+        queue = QueueFile.load("Q", after)
+        inserted = queue.rows[-1].line.number - 1
+        assert new[:inserted] + new[inserted + 1 :] == old
+        assert queue.items[-1] == item
+        assert item.title == title
+        assert item.extra == {c: values.get(c, "") for c in doc.columns if c in ("x-extra", "Priority")}
+
+
+@given(queue_docs(min_rows=1))
+def test_an_unchanged_queue_is_never_rewritten(doc):
+    with tempfile.TemporaryDirectory() as folder:
+        store = store_for(doc, folder)
+        store.update(doc.rows[0]["id"], lambda item: item, actor="t", event="NOOP")
+        assert store.path.read_bytes() == doc.data
+
+
+def test_crlf_and_bom_survive_a_write(tmp_path):
+    path = tmp_path / "QUEUE.md"
+    data = "\ufeffIntro\r\n\r\n| id | status | notes |\r\n| --- | --- | --- |\r\n| a | PENDING | |\r\n"
+    path.write_bytes(data.encode())
+    store = MarkdownStore(path)
+    operations.cancel(store, "a")
+    assert path.read_bytes() == data.replace("| a | PENDING | |", "| a | BLOCKED | cancelled_by_operator |").encode()
+
+
+def test_rows_added_to_a_crlf_table_use_crlf(tmp_path):
+    path = tmp_path / "QUEUE.md"
+    path.write_bytes(b"| id | status | title |\r\n| --- | --- | --- |\r\n| a | DONE | x |\r\n\r\nend\r\n")
+    item = operations.add(MarkdownStore(path), title="new", item_id="b")
+    assert path.read_bytes() == (
+        b"| id | status | title |\r\n| --- | --- | --- |\r\n| a | DONE | x |\r\n"
+        b"| b | PENDING | new |\r\n\r\nend\r\n"
+    )
+    assert item.status is Status.PENDING
+
+
+def test_a_table_at_the_end_without_a_final_newline_gets_rows_appended(tmp_path):
+    path = tmp_path / "QUEUE.md"
+    path.write_bytes(b"| id | status | title |\n| --- | --- | --- |\n| a | DONE | x |")
+    operations.add(MarkdownStore(path), title="new", item_id="b")
+    assert path.read_bytes() == b"| id | status | title |\n| --- | --- | --- |\n| a | DONE | x |\n| b | PENDING | new |"
+
+
+def test_a_refused_change_writes_nothing(queue_file):
+    before = queue_file.read_bytes()
+    with pytest.raises(NotEligibleError):
+        operations.cancel(MarkdownStore(queue_file), "ORCH-003")
+    with pytest.raises(NotFoundError):
+        operations.cancel(MarkdownStore(queue_file), "ORCH-999")
+    assert queue_file.read_bytes() == before
+    assert not (queue_file.parent / ".orch").exists()
+
+
+def test_transitions_are_recorded_as_events(queue_file):
+    store = MarkdownStore(queue_file)
+    operations.cancel(store, "ORCH-001")
+    operations.retry(store, "ORCH-001")
+    history = [(e.event, e.from_status, e.to_status, e.note) for e in store.events("ORCH-001")]
+    assert history == [
+        ("CANCELED", "PENDING", "BLOCKED", "cancelled_by_operator"),
+        ("RETRIED", "BLOCKED", "PENDING", "retry:1"),
+    ]
+
+
+def test_a_value_without_a_column_is_refused_before_writing(queue_file):
+    before = queue_file.read_bytes()
+    with pytest.raises(Exception, match="no column named 'job'"):
+        operations.add(MarkdownStore(queue_file), title="x", values={"job": "j1"})
+    assert queue_file.read_bytes() == before
+
+
+def test_file_mode_is_kept_across_a_rewrite(queue_file):
+    queue_file.chmod(0o640)
+    operations.cancel(MarkdownStore(queue_file), "ORCH-001")
+    assert queue_file.stat().st_mode & 0o777 == 0o640
+
+
+def test_padded_columns_stay_aligned_when_a_status_changes(tmp_path):
+    path = tmp_path / "QUEUE.md"
+    path.write_text(
+        "| id  | status      | notes |\n| --- | ----------- | ----- |\n| a   | IN_PROGRESS |       |\n"
+    )
+    operations.replan(MarkdownStore(path), "a", "later")
+    assert path.read_text().splitlines()[2] == "| a   | BLOCKED     | replan:later |"
+
+
+def test_items_round_trip_through_rows():
+    text = "| id | status | depends_on | attempts |\n| --- | --- | --- | --- |\n| a | DONE | | 2 |\n| b | PENDING | a | |\n"
+    items = QueueFile.load("Q", text.encode()).items
+    assert items == [Item("a", Status.DONE, attempts=2), Item("b", depends_on=("a",))]
