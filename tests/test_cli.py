@@ -263,3 +263,8 @@ def test_add_refuses_a_value_that_would_make_the_queue_invalid(cli_runner, tmp_p
     assert queue.read_bytes() == before
     invoke(cli_runner, queue, "add", "--title", "T", "--id", "b", "--set", "depends_on=a")
     assert "| b | PENDING | T | a |" in queue.read_text()
+
+
+def test_the_projects_own_queue_is_valid(cli_runner):
+    result = cli_runner.invoke(cli, ["validate", str(ROOT / "QUEUE.md")])
+    assert result.exit_code == 0, result.stderr
