@@ -111,7 +111,7 @@ def cli(ctx: click.Context, queue: str | None, db: str | None) -> None:
 @pass_app
 def status(app: App, as_json: bool) -> None:
     """Counts by status, then the oldest IN_PROGRESS items (up to 5). Read-only."""
-    summary = operations.summarize(app.store.items())
+    summary = operations.summarize(app.store)
     click.echo(render.status_json(summary) if as_json else render.status_text(summary))
 
 
@@ -120,7 +120,7 @@ def status(app: App, as_json: bool) -> None:
 @pass_app
 def workers(app: App, as_json: bool) -> None:
     """IN_PROGRESS items grouped by owner, oldest start first. Read-only."""
-    loads = operations.worker_loads(app.store.items())
+    loads = operations.worker_loads(app.store)
     click.echo(render.workers_json(loads) if as_json else render.workers_text(loads))
 
 

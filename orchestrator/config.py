@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError
+from orchestrator.model import Policy
 
 CONFIG_NAME = "orch.yaml"
 AGENT_KINDS = ("command", "claude", "codex", "gemini", "cline", "aider", "ollama", "openai", "scripted")
@@ -20,17 +21,6 @@ AGENT_KEYS = {
     "kind", "argv", "timeout", "base_url", "model", "api_key_env", "steps", "env",
     "max_retries", "options", "temperature", "max_tokens", "system",
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """The ops spec's reliability policy: attempts and exponential backoff with jitter."""
-
-    max_attempts: int = 3
-    backoff_base: float = 60.0
-    backoff_factor: float = 2.0
-    backoff_cap: float = 3600.0
-    jitter: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -75,7 +65,7 @@ class Config:
     id_prefix: str = "ORCH-"
     base_ref: str = ""
     worktree_pool: int = 0
-    retry: RetryPolicy = RetryPolicy()
+    retry: Policy = Policy()
     pools: dict[str, PoolConfig] = field(default_factory=dict, hash=False)
     strategy: str = "hybrid"
     path: str = CONFIG_NAME
@@ -151,12 +141,12 @@ def _pool(name: str, data: Any, agents: dict[str, AgentConfig], where: str) -> P
     )
 
 
-def _retry(data: Any, where: str) -> RetryPolicy:
+def _retry(data: Any, where: str) -> Policy:
     key = f"{where}retry"
     _require(data, dict, key, "a mapping")
-    defaults = RetryPolicy()
+    defaults = Policy()
     _unknown(data, set(defaults.__dataclass_fields__), f"{key}.")
-    return RetryPolicy(
+    return Policy(
         max_attempts=_number(data.get("max_attempts", defaults.max_attempts), f"{key}.max_attempts", minimum=1, whole=True),
         backoff_base=_number(data.get("backoff_base", defaults.backoff_base), f"{key}.backoff_base"),
         backoff_factor=_number(data.get("backoff_factor", defaults.backoff_factor), f"{key}.backoff_factor", minimum=1),

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from collections.abc import Iterator
+from itertools import accumulate
+from typing import NamedTuple
 
 _UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
 _DELIMITER_ROW = re.compile(r"^ {0,3}\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
@@ -78,8 +81,7 @@ def decode_cell(raw: str) -> str:
 # --- lines and rows ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
     """One line of the document: ``text`` excludes the line ending."""
 
     number: int
@@ -93,27 +95,44 @@ class Line:
 
     @property
     def next_start(self) -> int:
-        return self.end + len(self.ending)
+        return self.start + len(self.text) + len(self.ending)
+
+
+class Document:
+    """A text split into lines on ``\\n`` only; offsets are computed when first asked for."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        parts = text.split("\n")
+        self.final_newline = parts[-1] == ""
+        if self.final_newline:
+            parts.pop()
+        self.parts = parts  # each line with its "\r" if it had one
+        self.texts = [p[:-1] if p[-1:] == "\r" else p for p in parts] if "\r" in text else parts
+        self._starts: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def start(self, index: int) -> int:
+        """Offset in ``text`` where line ``index`` (0-based) starts."""
+        if self._starts is None:
+            self._starts = [0, *accumulate(len(part) + 1 for part in self.parts)]
+        return self._starts[index]
+
+    def ending(self, index: int) -> str:
+        if index == len(self.parts) - 1 and not self.final_newline:
+            return ""
+        return "\r\n" if self.parts[index][-1:] == "\r" else "\n"
+
+    def line(self, index: int) -> Line:
+        return Line(index + 1, self.start(index), self.texts[index], self.ending(index))
 
 
 def split_lines(text: str) -> list[Line]:
     """Lines split on ``\\n`` only; a ``\\r`` before it belongs to the ending."""
-    lines = []
-    start = 0
-    number = 1
-    length = len(text)
-    while start < length:
-        newline = text.find("\n", start)
-        if newline < 0:
-            lines.append(Line(number, start, text[start:], ""))
-            break
-        if newline > start and text[newline - 1] == "\r":
-            lines.append(Line(number, start, text[start : newline - 1], "\r\n"))
-        else:
-            lines.append(Line(number, start, text[start:newline], "\n"))
-        start = newline + 1
-        number += 1
-    return lines
+    document = Document(text)
+    return [document.line(k) for k in range(len(document))]
 
 
 def lone_cr_lines(text: str) -> list[int]:
@@ -127,19 +146,20 @@ def lone_cr_lines(text: str) -> list[int]:
     return found
 
 
-@dataclass(frozen=True)
-class Row:
-    """A table line split into cells; ``spans`` locate each cell's text in ``line.text``."""
+class Row(NamedTuple):
+    """A table line split into cells the GFM way."""
 
     line: Line
-    spans: tuple[tuple[int, int], ...]
     cells: tuple[str, ...]
     bordered: bool  # starts and ends with an unescaped pipe, indented at most 3 spaces
 
+    @property
+    def spans(self) -> tuple[tuple[int, int], ...]:
+        """Where each cell's text is in ``line.text`` (between its pipes)."""
+        return _split(self.line.text)[0]
 
-def split_row(line: Line) -> Row:
-    """Split a row the GFM way; outer pipes are optional here, ``bordered`` says if present."""
-    text = line.text
+
+def _split(text: str) -> tuple[tuple[tuple[int, int], ...], bool]:
     pipes = [m.start() for m in _UNESCAPED_PIPE.finditer(text)]
     indent = len(text) - len(text.lstrip(" \t"))
     body_end = len(text.rstrip(" \t"))
@@ -148,8 +168,19 @@ def split_row(line: Line) -> Row:
     inner = pipes[1 if leading else 0 : len(pipes) - 1 if trailing else len(pipes)]
     cuts = [pipes[0] if leading else indent - 1, *inner, pipes[-1] if trailing else len(text)]
     spans = tuple((cuts[k] + 1, cuts[k + 1]) for k in range(len(cuts) - 1))
-    cells = tuple(decode_cell(text[a:b]) for a, b in spans)
-    return Row(line, spans, cells, leading and trailing and _indent(text) <= 3)
+    return spans, leading and trailing and _indent(text) <= 3
+
+
+def split_row(line: Line) -> Row:
+    """Split a row the GFM way; outer pipes are optional here, ``bordered`` says if present."""
+    text = line.text
+    body = text.strip(" \t")
+    if "\\" not in body and "&#" not in body and body[:1] == "|" and body[-1:] == "|" and len(body) > 1:
+        # The common case, fast: no escapes, outer pipes present.
+        cells = tuple([part.strip(" \t") for part in body[1:-1].split("|")])
+        return Row(line, cells, text[:4] != "    " and "\t" not in text[: len(text) - len(text.lstrip())])
+    spans, bordered = _split(text)
+    return Row(line, tuple(decode_cell(text[a:b]) for a, b in spans), bordered)
 
 
 def is_delimiter_row(text: str) -> bool:
@@ -239,7 +270,7 @@ def _header_cells(text: str) -> int:
 class _Scanner:
     """Walks the lines once, tracking the blocks that can hide a table."""
 
-    def __init__(self, lines: list[Line]) -> None:
+    def __init__(self, lines: list[str]) -> None:
         self.lines = lines
         self.fence: tuple[str, int] | None = None
         self.html_end: re.Pattern | str | None = None
@@ -248,23 +279,21 @@ class _Scanner:
         self.prev_blank = True
         self.in_paragraph = False
 
-    def tables(self) -> list[TableSpan]:
-        found = []
+    def tables(self) -> Iterator[TableSpan]:
         i = 0
         while i < len(self.lines):
-            text = self.lines[i].text
+            text = self.lines[i]
             if self._skip_hidden(text):
                 i += 1
                 continue
             span = self._table_at(i)
             if span:
-                found.append(span)
+                yield span
                 i = span.end
                 self.prev_blank, self.in_paragraph = False, False
                 continue
             self._note_line(text)
             i += 1
-        return found
 
     def _skip_hidden(self, text: str) -> bool:
         """True for lines inside code, HTML or a container; updates the block state."""
@@ -347,15 +376,17 @@ class _Scanner:
     def _table_at(self, i: int) -> TableSpan | None:
         if i + 1 >= len(self.lines):
             return None
-        header, delimiter = self.lines[i].text, self.lines[i + 1].text
+        header, delimiter = self.lines[i], self.lines[i + 1]
         if "|" not in header or _indent(header) > 3 or starts_block(header):
             return None
         if not is_delimiter_row(delimiter) or _header_cells(header) != _header_cells(delimiter):
             return None
         end = i + 2
-        while end < len(self.lines):
-            text = self.lines[end].text
-            if _is_blank(text) or starts_block(text):
+        count = len(self.lines)
+        while end < count:
+            text = self.lines[end]
+            # A line starting with a pipe can start no other block: skip the block checks.
+            if text[:1] != "|" and (_is_blank(text) or starts_block(text)):
                 break
             end += 1
         return TableSpan(i, end)
@@ -365,17 +396,17 @@ class _Scanner:
         self.in_paragraph = not (_ATX_HEADING.match(text) or _THEMATIC_BREAK.match(text))
 
 
-def find_tables(lines: list[Line]) -> list[TableSpan]:
-    """Every top-level GFM table: not inside a code block, HTML block, quote or list."""
+def find_tables(lines: list[str]) -> Iterator[TableSpan]:
+    """Every top-level GFM table, in order: not inside a code block, HTML block, quote or list."""
     return _Scanner(lines).tables()
 
 
-def find_nested_header(lines: list[Line], wanted: set[str]) -> Line | None:
-    """The first header row with all ``wanted`` columns anywhere, even inside other blocks."""
+def find_nested_header(lines: list[str], wanted: set[str]) -> int | None:
+    """Index of the first header row with all ``wanted`` columns anywhere, even inside other blocks."""
     for i in range(len(lines) - 1):
-        text = lines[i].text
-        if "|" in text and is_delimiter_row(lines[i + 1].text.lstrip(" \t>-*+")):
+        text = lines[i]
+        if "|" in text and is_delimiter_row(lines[i + 1].lstrip(" \t>-*+")):
             names = {cell.lower() for cell in split_row(Line(0, 0, text.lstrip(" \t>"), "")).cells}
             if wanted <= names:
-                return lines[i]
+                return i
     return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -40,25 +39,22 @@ def _oldest_first(items: list[Item]) -> list[Item]:
     """By start time; rows without a readable start keep queue order, after the rest."""
     def key(pair: tuple[int, Item]) -> tuple[int, float, int]:
         position, item = pair
-        started = parse_iso(item.started) if item.started else None
+        started = parse_iso(item.started)
         return (0, started, position) if started is not None else (1, 0.0, position)
 
     return [item for _, item in sorted(enumerate(items), key=key)]
 
 
-def summarize(items: list[Item], top: int = TOP_IN_PROGRESS) -> Summary:
+def summarize(store: Store, top: int = TOP_IN_PROGRESS) -> Summary:
     """``status``: how many items in each state, and up to ``top`` running ones, oldest first."""
-    counts = {status.value: 0 for status in Status}
-    for item in items:
-        counts[item.status.value] += 1
-    running = [item for item in items if item.status is Status.IN_PROGRESS]
-    return Summary(counts, _oldest_first(running)[:top])
+    running = store.items(Status.IN_PROGRESS)
+    return Summary(store.counts(), _oldest_first(running)[:top])
 
 
-def worker_loads(items: list[Item]) -> list[WorkerLoad]:
+def worker_loads(store: Store) -> list[WorkerLoad]:
     """``workers``: IN_PROGRESS items grouped by owner, the longest-running owner first."""
     groups: dict[str, list[Item]] = {}
-    for item in _oldest_first([i for i in items if i.status is Status.IN_PROGRESS]):
+    for item in _oldest_first(store.items(Status.IN_PROGRESS)):
         groups.setdefault(item.owner or "unowned", []).append(item)
     return [
         WorkerLoad(owner, [item.id for item in group], group[0].started or "-")
@@ -87,6 +83,8 @@ def retry(store: Store, item_id: str, *, actor: str = ACTOR_CLI) -> Item:
 
 def new_id(prefix: str) -> str:
     """A fresh id that two branches adding items at once will not both pick (no max+1)."""
+    import secrets
+
     token = "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_TOKEN_LENGTH))
     return model.check_id(prefix + token)
 
@@ -162,5 +160,5 @@ def validate_file(path: Path, display: str | None = None) -> tuple[list[Problem]
     except FileNotFoundError:
         return [Problem(name, 0, "no such file")], 0
     queue = QueueFile.parse(name, data)
-    return queue.problems, len(queue.items)
+    return queue.problems, len(queue.rows)
 

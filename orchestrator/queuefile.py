@@ -7,11 +7,12 @@ that changed (and appended rows) differ; every other byte is the original.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+import gc
+from dataclasses import dataclass, field, fields, replace
 
 from orchestrator import mdtable
 from orchestrator.errors import Problem, QueueFormatError
-from orchestrator.model import STATUS_WORDS, Item, Status, id_problem
+from orchestrator.model import ID_PATTERN, STATUS_WORDS, Item, Status, id_problem
 
 BOM = "\ufeff"
 REQUIRED_COLUMNS = ("id", "status")
@@ -44,30 +45,78 @@ class QueueFile:
 
     path: str
     data: bytes
-    text: str
+    document: mdtable.Document
     bom: bool
-    lines: list[mdtable.Line]
-    columns: list[str]
-    header: mdtable.Row | None
-    rows: list[mdtable.Row]
-    items: list[Item]
-    problems: list[Problem]
+    columns: list[str] = field(default_factory=list)
+    header_index: int = -1  # 0-based line index of the header row
+    end_index: int = -1  # first line after the table
+    rows: list[list[str]] = field(default_factory=list)  # each valid row's cell values
+    item_lines: list[int] = field(default_factory=list)  # line index of each item's row
+    problems: list[Problem] = field(default_factory=list)
+    builder: _ItemBuilder | None = None
+    _items: list[Item] | None = None
+
+    @property
+    def items(self) -> list[Item]:
+        """Every item in table order (built on first use: reads often need only counts)."""
+        if self._items is None:
+            make = self.builder.make if self.builder else None
+            self._items = [make(cells) for cells in self.rows] if make else []
+        return self._items
+
+    def ids(self) -> list[str]:
+        at = self.columns.index("id") if self.rows else 0
+        return [cells[at] for cells in self.rows]
+
+    def counts(self) -> dict[str, int]:
+        """How many items are in each status, without building the items."""
+        counts = dict.fromkeys(STATUS_WORDS, 0)
+        if self.rows:
+            at = self.columns.index("status")
+            for cells in self.rows:
+                counts[cells[at]] += 1
+        return counts
+
+    def select(self, status: Status) -> list[Item]:
+        """The items in one status, building only those."""
+        if self._items is not None or not self.rows:
+            return [item for item in self.items if item.status is status]
+        at = self.columns.index("status")
+        return [self.builder.make(cells) for cells in self.rows if cells[at] == status.value]
 
     @classmethod
-    def parse(cls, path: str, data: bytes) -> QueueFile:
-        """Parse without raising; ``problems`` lists every broken house rule."""
-        return _Parser(path, data).parse()
+    def parse(cls, path: str, data: bytes, *, confirm: bool = True) -> QueueFile:
+        """Parse without raising; ``problems`` lists every broken house rule.
+
+        ``confirm`` also has mistune check the table's extent: writes and
+        ``validate`` need that; read-only commands may skip it.
+        """
+        gc_was_on = gc.isenabled()
+        gc.disable()  # a parse makes many small objects and no cycles
+        try:
+            return _Parser(path, data, confirm).parse()
+        finally:
+            if gc_was_on:
+                gc.enable()
 
     @classmethod
-    def load(cls, path: str, data: bytes) -> QueueFile:
+    def load(cls, path: str, data: bytes, *, confirm: bool = True) -> QueueFile:
         """Parse and raise ``QueueFormatError`` if any house rule is broken."""
-        queue = cls.parse(path, data)
+        queue = cls.parse(path, data, confirm=confirm)
         if queue.problems:
             raise QueueFormatError(queue.problems)
         return queue
 
+    @property
+    def text(self) -> str:
+        return self.document.text
+
+    @property
+    def header(self) -> mdtable.Row:
+        return mdtable.split_row(self.document.line(self.header_index))
+
     def index(self) -> dict[str, int]:
-        return {item.id: k for k, item in enumerate(self.items)}
+        return {item_id: k for k, item_id in enumerate(self.ids())}
 
     def missing_columns(self, item: Item, base: Item) -> list[str]:
         """Known fields that differ from ``base`` but have no column to live in."""
@@ -88,45 +137,66 @@ class QueueFile:
     def render(self, changed: list[Item], added: list[Item] = ()) -> bytes:
         """New file bytes: changed items' cells rewritten, added items appended to the table."""
         where = self.index()
+        header = self.header
         edits: dict[int, str] = {}
         for item in changed:
             k = where[item.id]
-            edits[k] = self._edit_row(self.rows[k], self.items[k], item)
+            line = self.document.line(self.item_lines[k])
+            edits[line.number - 1] = self._edit_row(header, line, self.items[k], item)
+            self._check_written(edits[line.number - 1], item, where, added)
         text = self.text
         pieces, cursor = [], 0
-        for k in sorted(edits):
-            line = self.rows[k].line
-            pieces += [text[cursor : line.start], edits[k]]
+        for index in sorted(edits):
+            line = self.document.line(index)
+            pieces += [text[cursor : line.start], edits[index]]
             cursor = line.end
         if added:
-            pieces += self._appended(cursor, added)
+            pieces += self._appended(header, cursor, added, where)
         else:
             pieces.append(text[cursor:])
         return ((BOM if self.bom else "") + "".join(pieces)).encode("utf-8")
 
-    def _edit_row(self, row: mdtable.Row, old: Item, new: Item) -> str:
-        line = row.line
+    def _edit_row(self, header: mdtable.Row, line: mdtable.Line, old: Item, new: Item) -> str:
+        row = mdtable.split_row(line)
         for k, column in enumerate(self.columns):
             old_value, new_value = _field(old, column), _field(new, column)
             if old_value != new_value:
                 start, end = row.spans[k]
-                head_start, head_end = self.header.spans[k]
+                head_start, head_end = header.spans[k]
                 aligned = end - start == head_end - head_start
                 text = mdtable.replace_cell(row, k, new_value, aligned=aligned)
-                row = mdtable.split_row(replace(line, text=text))
-                line = row.line
-        return line.text
+                row = mdtable.split_row(line._replace(text=text))
+        return row.line.text
 
-    def _appended(self, cursor: int, added: list[Item]) -> list[str]:
-        last = self.rows[-1].line if self.rows else self.lines[self.header.line.number]
-        ending = self.header.line.ending or "\n"
+    def _check_written(self, text: str, item: Item, where: dict[str, int], added: list[Item]) -> None:
+        """Refuse to write a row that would break a house rule or not read back as written."""
+        from orchestrator.errors import BadInputError
+
+        problem = id_problem(item.id)
+        known = {*where, *(new.id for new in added)}
+        for dependency in item.depends_on:
+            if dependency == item.id:
+                problem = f"'{item.id}' depends on itself"
+            elif dependency not in known:
+                problem = f"'{item.id}' depends on unknown id '{dependency}'"
+        row = mdtable.split_row(mdtable.Line(0, 0, text, ""))
+        expected = tuple(_field(item, column) for column in self.columns)
+        if problem is None and (not row.bordered or row.cells != expected):
+            problem = f"row for '{item.id}' would not read back as written"  # a codec bug: never write it
+        if problem:
+            raise BadInputError(f"{self.path}: refused, {problem}; nothing was written")
+
+    def _appended(self, header: mdtable.Row, cursor: int, added: list[Item], where: dict[str, int]) -> list[str]:
+        last = self.document.line(self.end_index - 1)
+        ending = header.line.ending or "\n"
         head = self.text[cursor : last.end]
         glue = last.ending or ending
-        widths = [b - a for a, b in self.header.spans]
-        last_row = self.rows[-1] if self.rows else mdtable.split_row(last)
-        if [b - a for a, b in last_row.spans] != widths:
+        widths = [b - a for a, b in header.spans]
+        if [b - a for a, b in mdtable.split_row(last).spans] != widths:
             widths = None  # pad new rows only when the table is laid out in columns
         new_rows = [mdtable.render_row([_field(item, c) for c in self.columns], widths) for item in added]
+        for line, item in zip(new_rows, added):
+            self._check_written(line, item, where, added)
         body = glue + ending.join(new_rows) + (ending if last.ending else "")
         return [head, body, self.text[last.next_start :]]
 
@@ -138,14 +208,16 @@ def _field(item: Item, column: str) -> str:
 
 
 _ITEM_FIELDS = {f.name for f in fields(Item)} - {"extra"}
+_FAST_ID = ID_PATTERN.fullmatch
 _DEFAULTS = {f.name: f.default for f in fields(Item) if f.name in _ITEM_FIELDS and f.name != "id"}
+_DEFAULTS["depends_on"] = ()
 
 
 class _Parser:
     """One pass over the document, collecting problems instead of stopping at the first."""
 
-    def __init__(self, path: str, data: bytes) -> None:
-        self.path, self.data = path, data
+    def __init__(self, path: str, data: bytes, confirm: bool) -> None:
+        self.path, self.data, self.confirm = path, data, confirm
         self.problems: list[Problem] = []
 
     def problem(self, line: int, message: str) -> None:
@@ -153,23 +225,24 @@ class _Parser:
 
     def parse(self) -> QueueFile:
         text, bom = self._decode()
-        lines = mdtable.split_lines(text) if text is not None else []
-        queue = QueueFile(self.path, self.data, text or "", bom, lines, [], None, [], [], self.problems)
-        if text is None or self._line_problems(text, lines):
+        document = mdtable.Document(text or "")
+        queue = QueueFile(self.path, self.data, document, bom, problems=self.problems)
+        if text is None or self._line_problems(text, document.texts):
             return queue
-        span = self._queue_span(lines)
+        span = self._queue_span(document.texts)
         if span is None:
             return queue
-        header = mdtable.split_row(lines[span.header])
-        queue.header = header
-        queue.columns = self._columns(header, lines[span.header + 1])
-        queue.rows = [mdtable.split_row(line) for line in lines[span.header + 2 : span.end]]
-        queue.items = self._items(queue.columns, queue.rows)
-        if not self.problems and not _confirmed_by_mistune(lines, span, len(queue.columns)):
+        queue.header_index, queue.end_index = span.header, span.end
+        header = mdtable.split_row(document.line(span.header))
+        queue.columns = self._columns(header, document.line(span.header + 1))
+        if self.problems:
+            return queue
+        self._items(queue, document)
+        if self.confirm and not self.problems and not _confirmed_by_mistune(document.texts, span, len(queue.columns)):
             self.problem(
-                header.line.number,
+                span.header + 1,
                 "mistune does not read this as a top-level table ending at line "
-                f"{lines[span.end - 1].number}; check the lines above it for an unclosed "
+                f"{span.end}; check the lines above it for an unclosed "
                 "code fence, list or quote, and put a blank line before and after the table",
             )
         return queue
@@ -185,29 +258,28 @@ class _Parser:
             return text[1:], True
         return text, False
 
-    def _line_problems(self, text: str, lines: list[mdtable.Line]) -> bool:
+    def _line_problems(self, text: str, lines: list[str]) -> bool:
         for number in mdtable.lone_cr_lines(text):
             self.problem(number, "lone carriage return (CR); use LF or CRLF line endings")
         if "\x00" in text:
             self.problem(text.count("\n", 0, text.index("\x00")) + 1, "NUL byte; QUEUE.md must be text")
         conflict = False
-        for line in lines:
-            if line.text.startswith(CONFLICT_MARKERS):
-                self.problem(line.number, "leftover merge conflict marker; resolve the conflict first")
+        for index, line in enumerate(lines):
+            if line.startswith(CONFLICT_MARKERS) or (conflict and line.rstrip() == "======="):
+                self.problem(index + 1, "leftover merge conflict marker; resolve the conflict first")
                 conflict = True
-            elif conflict and line.text.rstrip() == "=======":
-                self.problem(line.number, "leftover merge conflict marker; resolve the conflict first")
         return bool(self.problems)
 
-    def _queue_span(self, lines: list[mdtable.Line]) -> mdtable.TableSpan | None:
+    def _queue_span(self, lines: list[str]) -> mdtable.TableSpan | None:
         for span in mdtable.find_tables(lines):
-            names = {cell.strip().lower() for cell in mdtable.split_row(lines[span.header]).cells}
+            header = mdtable.split_row(mdtable.Line(0, 0, lines[span.header], ""))
+            names = {cell.strip().lower() for cell in header.cells}
             if set(REQUIRED_COLUMNS) <= names:
                 return span
         nested = mdtable.find_nested_header(lines, set(REQUIRED_COLUMNS))
         if nested is not None:
             self.problem(
-                nested.number,
+                nested + 1,
                 "this table is inside a code block, quote, list or HTML; "
                 "the queue must be a top-level table with a blank line before it",
             )
@@ -232,85 +304,121 @@ class _Parser:
             columns.append(name)
         return columns
 
-    def _items(self, columns: list[str], rows: list[mdtable.Row]) -> list[Item]:
-        items, first_line = [], {}
-        width = len(columns)
-        for row in rows:
-            number = row.line.number
-            if not self._row_shape_ok(row, width):
+    def _items(self, queue: QueueFile, document: mdtable.Document) -> None:
+        first_line: dict[str, int] = {}
+        build = queue.builder = _ItemBuilder(queue.columns, self.problem)
+        texts = document.texts
+        for index in range(queue.header_index + 2, queue.end_index):
+            number = index + 1
+            cells = _fast_cells(texts[index])
+            if cells is None or len(cells) != build.width:
+                row = mdtable.split_row(document.line(index))
+                if not self._row_shape_ok(row, build.width):
+                    continue
+                cells = list(row.cells)
+            item_id = build.check(cells, number)
+            if item_id is None:
                 continue
-            item = self._item(columns, row)
-            if item is None:
-                continue
-            key = item.id.lower()  # worktree paths collide on case-insensitive disks
+            key = item_id.lower()  # worktree paths collide on case-insensitive disks
             if key in first_line:
                 first = first_line[key]
-                self.problem(number, f"duplicate id '{item.id}' (first at line {first}); ids must be unique, ignoring case")
+                self.problem(number, f"duplicate id '{item_id}' (first at line {first}); ids must be unique, ignoring case")
                 continue
             first_line[key] = number
-            items.append(item)
-        self._dependency_problems(items, {item.id: first_line[item.id.lower()] for item in items})
-        return items
+            queue.rows.append(cells)
+            queue.item_lines.append(index)
+        if build.depends:
+            self._dependency_problems(queue, first_line)
 
     def _row_shape_ok(self, row: mdtable.Row, width: int) -> bool:
+        if row.bordered and len(row.cells) == width:
+            return True
         number, text = row.line.number, row.line.text
-        stripped = text.strip(" \t")
-        if not stripped.startswith("|") or mdtable._indent(text) > 3:
+        if not text.strip(" \t").startswith("|") or mdtable._indent(text) > 3:
             self.problem(number, "row must start with '|' (indented at most 3 spaces)")
-            return False
-        if not row.bordered:
+        elif not row.bordered:
             self.problem(number, "row must end with '|' (a pipe in cell text is written '\\|')")
-            return False
-        if len(row.cells) != width:
+        else:
             self.problem(
                 number, f"row has {len(row.cells)} cells but the header has {width}; add or remove cells"
             )
-            return False
-        return True
+        return False
 
-    def _item(self, columns: list[str], row: mdtable.Row) -> Item | None:
-        number = row.line.number
-        values = dict(zip(columns, row.cells))
-        known = {c: values[c] for c in columns if c in _ITEM_FIELDS}
-        extra = {c: values[c] for c in columns if c not in _ITEM_FIELDS}
-        problem = id_problem(known["id"])
-        if problem:
-            self.problem(number, problem)
+    def _dependency_problems(self, queue: QueueFile, lines: dict[str, int]) -> None:
+        id_at, depends_at = queue.columns.index("id"), queue.columns.index("depends_on")
+        for cells in queue.rows:
+            item_id = cells[id_at]
+            for dependency in parse_depends(cells[depends_at]):
+                if dependency.lower() == item_id.lower():
+                    self.problem(lines[item_id.lower()], f"'{item_id}' depends on itself")
+                elif dependency.lower() not in lines:
+                    self.problem(lines[item_id.lower()], f"'{item_id}' depends on unknown id '{dependency}'")
+
+
+_STATUS_BY_WORD = {status.value: status for status in Status}
+
+
+def _fast_cells(text: str) -> list[str] | None:
+    """Cells of a plain bordered row (no escapes, no indent), or None to take the exact path."""
+    if text[:1] != "|" or "\\" in text or "&#" in text:
+        return None
+    body = text.rstrip(" \t")
+    if len(body) < 2 or body[-1] != "|":
+        return None
+    return [part.strip(" \t") for part in body[1:-1].split("|")]
+
+
+class _ItemBuilder:
+    """Turns one row's cells into an Item, with the column lookups done once per table."""
+
+    def __init__(self, columns: list[str], report) -> None:
+        self.width = len(columns)
+        self.report = report
+        self.id_at = columns.index("id")
+        self.status_at = columns.index("status")
+        names = [f.name for f in fields(Item)]
+        self.template = [_DEFAULTS.get(name) for name in names]
+        at = {name: k for k, name in enumerate(columns)}
+        self.texts = [(names.index(n), at[n]) for n in names if n in at and n not in INT_COLUMNS and n not in ("id", "status", "depends_on")]
+        self.ints = [(names.index(n), at[n], n) for n in INT_COLUMNS if n in at]
+        self.depends = (names.index("depends_on"), at["depends_on"]) if "depends_on" in at else None
+        self.extra = [(name, k) for k, name in enumerate(columns) if name not in _ITEM_FIELDS]
+        self.extra_slot = names.index("extra")
+
+    def check(self, cells: list[str], number: int) -> str | None:
+        """The row's id if its cells keep the house rules, else None (problems reported)."""
+        item_id = cells[self.id_at]
+        if not _FAST_ID(item_id) or ".." in item_id or item_id[-1] == "." or item_id.endswith(".lock"):
+            self.report(number, id_problem(item_id))
             return None
-        status = known["status"]
-        if status not in STATUS_WORDS:
-            hint = " (statuses are upper case)" if status.upper() in STATUS_WORDS else ""
-            self.problem(number, f"unknown status '{status}'{hint}; use one of {', '.join(STATUS_WORDS)}")
+        word = cells[self.status_at]
+        if word not in _STATUS_BY_WORD:
+            hint = " (statuses are upper case)" if word.upper() in STATUS_WORDS else ""
+            self.report(number, f"unknown status '{word}'{hint}; use one of {', '.join(STATUS_WORDS)}")
             return None
-        for column in INT_COLUMNS:
-            text = known.get(column, "")
+        for _, k, name in self.ints:
+            text = cells[k]
             if text and not (text.isascii() and text.isdigit()):
-                self.problem(number, f"{column} '{text}' is not a whole number")
+                self.report(number, f"{name} '{text}' is not a whole number")
                 return None
-        return _build_item(known, extra)
+        return item_id
 
-    def _dependency_problems(self, items: list[Item], lines: dict[str, int]) -> None:
-        for item in items:
-            for dependency in item.depends_on:
-                if dependency == item.id:
-                    self.problem(lines[item.id], f"'{item.id}' depends on itself")
-                elif dependency not in lines:
-                    self.problem(lines[item.id], f"'{item.id}' depends on unknown id '{dependency}'")
-
-
-def _build_item(known: dict[str, str], extra: dict[str, str]) -> Item:
-    kwargs: dict = dict(known)
-    kwargs["status"] = Status(known["status"])
-    kwargs["attempts"] = int(known.get("attempts") or 0)
-    for column in ("max_attempts", "retry_not_before"):
-        kwargs[column] = int(known[column]) if known.get(column) else None
-    if "depends_on" in known:
-        kwargs["depends_on"] = parse_depends(known["depends_on"])
-    kwargs["extra"] = extra
-    return Item(**kwargs)
+    def make(self, cells: list[str]) -> Item:
+        """The Item for cells that passed ``check``."""
+        args = self.template.copy()
+        args[0], args[1] = cells[self.id_at], _STATUS_BY_WORD[cells[self.status_at]]
+        for slot, k in self.texts:
+            args[slot] = cells[k]
+        for slot, k, _ in self.ints:
+            if cells[k]:
+                args[slot] = int(cells[k])
+        if self.depends and cells[self.depends[1]]:
+            args[self.depends[0]] = parse_depends(cells[self.depends[1]])
+        args[self.extra_slot] = {name: cells[k] for name, k in self.extra}
+        return Item(*args)
 
 
-def _confirmed_by_mistune(lines: list[mdtable.Line], span: mdtable.TableSpan, width: int) -> bool:
+def _confirmed_by_mistune(lines: list[str], span: mdtable.TableSpan, width: int) -> bool:
     """Whether mistune agrees this is the first top-level queue table, with the same rows.
 
     mistune sees a trimmed copy: everything before the table verbatim, the
@@ -319,18 +427,18 @@ def _confirmed_by_mistune(lines: list[mdtable.Line], span: mdtable.TableSpan, wi
     """
     import mistune
 
-    def shaped(line: mdtable.Line, cells: list[str]) -> str:
-        indent = line.text[: len(line.text) - len(line.text.lstrip(" \t"))]
+    def shaped(line: str, cells: list[str]) -> str:
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
         return indent + "|" + "|".join(f" {cell} " for cell in cells) + "|"
 
     markers = [f"orchcol{k}" for k in range(width)]
     body = lines[span.header + 2 : span.end]
     sample = body[:1] + body[-1:] if len(body) > 1 else body
-    pieces = [line.text for line in lines[: span.header]]
+    pieces = lines[: span.header]
     pieces.append(shaped(lines[span.header], markers))
     pieces.append(shaped(lines[span.header + 1], ["---"] * width))
     pieces += [shaped(line, ["x"] * width) for line in sample]
-    pieces += [line.text for line in lines[span.end : span.end + 1]]
+    pieces += lines[span.end : span.end + 1]
     tokens = mistune.create_markdown(renderer=None, plugins=["table"])("\n".join(pieces) + "\n")
     for token in tokens:
         if token["type"] != "table":

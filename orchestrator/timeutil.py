@@ -14,7 +14,10 @@ def now_iso(now: float | None = None) -> str:
 
 def parse_iso(text: str) -> float | None:
     """Seconds since the epoch for a time orch wrote, or None if it is not one."""
+    if not text:
+        return None
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00", 1) if text.endswith("Z") else text)
     except ValueError:
         return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()

@@ -88,14 +88,14 @@ def test_a_trailing_backslash_never_escapes_the_closing_pipe():
 
 
 def tables(text: str) -> list[int]:
-    return [span.header + 1 for span in mdtable.find_tables(split_lines(text))]
+    return [span.header + 1 for span in mdtable.find_tables(mdtable.Document(text).texts)]
 
 
 TABLE = "| id | status |\n| --- | --- |\n| a | PENDING |\n"
 
 
 def test_top_level_tables_are_found_with_their_extent():
-    spans = mdtable.find_tables(split_lines("intro\n\n" + TABLE + "\nafter\n"))
+    spans = list(mdtable.find_tables(mdtable.Document("intro\n\n" + TABLE + "\nafter\n").texts))
     assert [(s.header, s.end) for s in spans] == [(2, 5)]
 
 
@@ -114,5 +114,14 @@ def test_tables_in_fences_quotes_lists_comments_and_indented_code_are_not_top_le
 
 
 def test_a_block_start_ends_a_table():
-    spans = mdtable.find_tables(split_lines(TABLE + "> quote\n"))
+    spans = list(mdtable.find_tables(mdtable.Document(TABLE + "> quote\n").texts))
     assert spans[0].end == 3
+
+
+@given(st.text(alphabet=st.sampled_from("| \t\\&#;ab10\u00e9"), max_size=30))
+def test_the_fast_row_split_agrees_with_the_exact_one(text):
+    line = Line(1, 0, text, "")
+    spans, bordered = mdtable._split(text)
+    fast = split_row(line)
+    assert fast.cells == tuple(decode_cell(text[a:b]) for a, b in spans)
+    assert fast.bordered == bordered

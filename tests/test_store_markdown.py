@@ -48,7 +48,7 @@ def test_each_command_changes_only_its_own_row_and_the_text_reads_back(doc, name
     with tempfile.TemporaryDirectory() as folder:
         store = store_for(doc, folder)
         before = store.path.read_bytes()
-        row_line = QueueFile.load("Q", before).rows[[r["id"] for r in doc.rows].index(target["id"])].line
+        row_index = QueueFile.load("Q", before).item_lines[[r["id"] for r in doc.rows].index(target["id"])]
         try:
             result = OPERATIONS[name](store, target["id"], notes_text)
         except NotEligibleError:
@@ -59,7 +59,7 @@ def test_each_command_changes_only_its_own_row_and_the_text_reads_back(doc, name
             assert store.path.read_bytes() == before
             return
         after = store.path.read_bytes()
-        assert changed_lines(before, after) in ([row_line.number - 1], [])
+        assert changed_lines(before, after) in ([row_index], [])
         stored = {item.id: item for item in store.items()}
         assert stored[target["id"]] == result
         for row in doc.rows:
@@ -83,7 +83,7 @@ def test_add_appends_one_row_at_the_table_end_and_nothing_else_moves(doc, title,
         old, new = lines_of(before), lines_of(after)
         assert len(new) == len(old) + 1
         queue = QueueFile.load("Q", after)
-        inserted = queue.rows[-1].line.number - 1
+        inserted = queue.item_lines[-1]
         assert new[:inserted] + new[inserted + 1 :] == old
         assert queue.items[-1] == item
         assert item.title == title

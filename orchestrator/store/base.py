@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from orchestrator.model import Item
+from orchestrator.model import Item, Status
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,15 @@ class Store(Protocol):
     name: str
     """``"markdown"`` or ``"sqlite"``, shown to operators."""
 
-    def items(self) -> list[Item]:
-        """Every item in queue order.
+    def items(self, status: Status | None = None) -> list[Item]:
+        """Every item in queue order, or only those in ``status``.
 
         :raises QueueFormatError: the queue is malformed (markdown).
         """
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """How many items are in each status, every status present."""
         ...
 
     def get(self, item_id: str) -> Item:
