@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -172,3 +173,25 @@ def test_items_round_trip_through_rows():
     text = "| id | status | depends_on | attempts |\n| --- | --- | --- | --- |\n| a | DONE | | 2 |\n| b | PENDING | a | |\n"
     items = QueueFile.load("Q", text.encode()).items
     assert items == [Item("a", Status.DONE, attempts=2), Item("b", depends_on=("a",))]
+
+
+def test_a_symlinked_queue_is_written_through_the_link(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    real = shared / "QUEUE.md"
+    real.write_text("| id | status | notes |\n| --- | --- | --- |\n| A-1 | PENDING | |\n")
+    link = tmp_path / "QUEUE.md"
+    link.symlink_to(real)
+    operations.cancel(MarkdownStore(link), "A-1")
+    assert link.is_symlink()
+    assert real.read_text().endswith("| A-1 | BLOCKED | cancelled_by_operator |\n")
+
+
+def test_group_write_permission_survives_the_umask(queue_file):
+    queue_file.chmod(0o664)
+    old = os.umask(0o022)
+    try:
+        operations.cancel(MarkdownStore(queue_file), "ORCH-001")
+    finally:
+        os.umask(old)
+    assert queue_file.stat().st_mode & 0o777 == 0o664

@@ -146,23 +146,25 @@ class MarkdownStore:
             ) from None
 
     def _replace_if_unchanged(self, expected: bytes, new_data: bytes) -> bool:
-        temp = self.path.parent / f".{self.path.name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
+        target = self.path.resolve()  # replace the file a symlink points to, not the link
+        temp = target.parent / f".{target.name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
         try:
             self._write_temp(temp, new_data)
             if self.read_bytes() != expected:
                 return False  # saved by someone else meanwhile: re-read and re-apply
-            os.replace(temp, self.path)
+            os.replace(temp, target)
         finally:
             if temp.exists():
                 temp.unlink()
         if self.durable:
-            _fsync_folder(self.path.parent)
+            _fsync_folder(target.parent)
         return True
 
     def _write_temp(self, temp: Path, data: bytes) -> None:
         mode = self.path.stat().st_mode & 0o7777
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
+            os.fchmod(fd, mode)  # the umask must not narrow the queue's permissions
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
@@ -173,7 +175,8 @@ class MarkdownStore:
 
     def _sweep_temp_files(self) -> None:
         """Temp files left by a writer that died holding the lock; only a lock holder writes them."""
-        for stale in self.path.parent.glob(f".{self.path.name}{TEMP_MARK}*"):
+        target = self.path.resolve()
+        for stale in target.parent.glob(f".{target.name}{TEMP_MARK}*"):
             stale.unlink(missing_ok=True)
 
     def _record(self, events: list[Event]) -> None:
