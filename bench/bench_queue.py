@@ -5,8 +5,8 @@ What it measures, for generated QUEUE.md files of 100, 1,000 and 10,000 rows:
 - ``python -c pass`` with the same interpreter as orch (``sys.executable``):
   the baseline cost of starting Python on this machine, measured in the same
   run so the ratios below do not depend on how fast or busy the machine is;
-- ``python -m orchestrator --queue QUEUE.md status`` (read-only);
-- ``python -m orchestrator --queue QUEUE.md cancel --id <a PENDING id>``: a
+- ``orch --queue QUEUE.md status`` (read-only; the installed console script);
+- ``orch --queue QUEUE.md cancel --id <a PENDING id>``: a
   full locked, fsynced write. The file is restored from a pristine copy before
   every cancel run (the copy is not timed), so each run cancels a PENDING row.
 
@@ -60,13 +60,30 @@ STATUS_WEIGHTS = (
 )
 VERBS = ("Fix", "Add", "Refactor", "Document", "Speed up", "Test", "Remove", "Port", "Review", "Split")
 THINGS = (
-    "the login form", "retry backoff", "the CSV exporter", "worktree cleanup", "the status page",
-    "rate limiting", "the billing webhook", "search indexing", "config loading", "the audit log",
-    "flaky integration tests", "the dashboard charts", "password reset emails", "the merge driver",
+    "the login form",
+    "retry backoff",
+    "the CSV exporter",
+    "worktree cleanup",
+    "the status page",
+    "rate limiting",
+    "the billing webhook",
+    "search indexing",
+    "config loading",
+    "the audit log",
+    "flaky integration tests",
+    "the dashboard charts",
+    "password reset emails",
+    "the merge driver",
 )
 TAILS = (
-    "for large inputs", "on Windows", "behind the feature flag", "in the admin panel",
-    "when the cache is cold", "after the schema change", "for the mobile client", "with clear errors",
+    "for large inputs",
+    "on Windows",
+    "behind the feature flag",
+    "in the admin panel",
+    "when the cache is cold",
+    "after the schema change",
+    "for the mobile client",
+    "with clear errors",
 )
 OWNERS = ("runner-1", "runner-2", "runner-3", "alice@laptop", "bob@ci", "agent-7", "agent-12")
 NOTES = {
@@ -153,8 +170,11 @@ def timed(argv: list[str], cwd: Path) -> float:
     return elapsed
 
 
+ORCH = Path(sys.executable).with_name("orch")  # the console script a user runs
+
+
 def orch(queue: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "orchestrator", "--queue", str(queue), *args]
+    return [str(ORCH), "--queue", str(queue), *args]
 
 
 def ms(seconds: float) -> str:
@@ -241,9 +261,7 @@ def main() -> None:
             results[rows] = bench_size(rows, args.runs, root)
             for name in ("pass", "status", "cancel"):
                 samples = results[rows][name]
-                print(
-                    f"{rows:>7} | {name:6} | {ms(statistics.median(samples)):>9} | {ms(min(samples)):>8}"
-                )
+                print(f"{rows:>7} | {name:6} | {ms(statistics.median(samples)):>9} | {ms(min(samples)):>8}")
         imp_median, imp_min = import_time(args.runs, root)
 
     print()
@@ -269,10 +287,14 @@ def main() -> None:
     parse_median, parse_min = parse_time(TARGET_SIZE, args.runs)
     print()
     print("context:")
-    print(f"  QueueFile.parse, {TARGET_SIZE:,} rows, in process: median {ms(parse_median).strip()} ms, "
-          f"min {ms(parse_min).strip()} ms")
-    print(f"  python -c 'import orchestrator.cli':        median {ms(imp_median).strip()} ms, "
-          f"min {ms(imp_min).strip()} ms")
+    print(
+        f"  QueueFile.parse, {TARGET_SIZE:,} rows, in process: median {ms(parse_median).strip()} ms, "
+        f"min {ms(parse_min).strip()} ms"
+    )
+    print(
+        f"  python -c 'import orchestrator.cli':        median {ms(imp_median).strip()} ms, "
+        f"min {ms(imp_min).strip()} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -147,7 +147,9 @@ def _retry(data: Any, where: str) -> Policy:
     defaults = Policy()
     _unknown(data, set(defaults.__dataclass_fields__), f"{key}.")
     return Policy(
-        max_attempts=_number(data.get("max_attempts", defaults.max_attempts), f"{key}.max_attempts", minimum=1, whole=True),
+        max_attempts=_number(
+            data.get("max_attempts", defaults.max_attempts), f"{key}.max_attempts", minimum=1, whole=True
+        ),
         backoff_base=_number(data.get("backoff_base", defaults.backoff_base), f"{key}.backoff_base"),
         backoff_factor=_number(data.get("backoff_factor", defaults.backoff_factor), f"{key}.backoff_factor", minimum=1),
         backoff_cap=_number(data.get("backoff_cap", defaults.backoff_cap), f"{key}.backoff_cap"),

@@ -37,8 +37,7 @@ class MaxAttemptsError(RefusedError):
     def __init__(self, item_id: str, attempts: int, max_attempts: int) -> None:
         self.item_id, self.attempts, self.max_attempts = item_id, attempts, max_attempts
         super().__init__(
-            f"cannot retry {item_id}: {attempts} of {max_attempts} attempts used "
-            "(raise max_attempts or replan it)"
+            f"cannot retry {item_id}: {attempts} of {max_attempts} attempts used (raise max_attempts or replan it)"
         )
 
 

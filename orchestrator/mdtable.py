@@ -10,8 +10,8 @@ on form feeds and Unicode separators, which GFM does not).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import accumulate
 from typing import NamedTuple
 
@@ -117,8 +117,8 @@ class Document:
     def start(self, index: int) -> int:
         """Offset in ``text`` where line ``index`` (0-based) starts."""
         if self._starts is None:
-            self._starts = [0, *accumulate(len(part) + 1 for part in self.parts)]
-        return self._starts[index]
+            self._starts = list(accumulate(map(len, self.parts), initial=0))
+        return self._starts[index] + index  # each earlier line also had its "\n"
 
     def ending(self, index: int) -> str:
         if index == len(self.parts) - 1 and not self.final_newline:
@@ -250,17 +250,23 @@ def _is_blank(text: str) -> bool:
     return not text.strip(" \t")
 
 
+_BLOCK_START = re.compile(
+    r"""^\ {0,3}(?:
+        `{3,} | ~{3,}                                            # code fence
+      | \#{1,6}(?:[\ \t]|$)                                      # ATX heading
+      | (?:(?:-[\ \t]*){3,}|(?:\*[\ \t]*){3,}|(?:_[\ \t]*){3,})$    # thematic break
+      | >                                                        # block quote
+      | <!--                                                     # HTML comment
+      | <(?i:script|pre|style|textarea)(?:[\s>]|$)               # raw HTML block
+      | (?:[-+*]|\d{1,9}[.)])[\ \t]+\S                            # a list item with text
+    )""",
+    re.VERBOSE,
+)
+
+
 def starts_block(text: str) -> bool:
     """Whether the line opens a block that ends a paragraph or a table."""
-    return bool(
-        _FENCE_OPEN.match(text)
-        or _ATX_HEADING.match(text)
-        or _THEMATIC_BREAK.match(text)
-        or _QUOTE.match(text)
-        or _HTML_COMMENT.match(text)
-        or _HTML_RAW.match(text)
-        or (_LIST_ITEM.match(text) and not _is_blank(_LIST_ITEM.sub("", text, count=1)))
-    )
+    return _BLOCK_START.match(text) is not None
 
 
 def _header_cells(text: str) -> int:
@@ -332,7 +338,9 @@ class _Scanner:
         item = _LIST_ITEM.match(text)
         if item and not (self.in_paragraph and _is_blank(text[item.end() :])):
             self.container = "list"
-            self.list_indent = len(item.group(0)) if not _is_blank(text[item.end() :]) else len(item.group(1)) + len(item.group(2)) + 1
+            self.list_indent = (
+                len(item.group(0)) if not _is_blank(text[item.end() :]) else len(item.group(1)) + len(item.group(2)) + 1
+            )
             return True
         if self.container is None:
             return False

@@ -69,10 +69,7 @@ def id_problem(item_id: str) -> str | None:
     if not item_id:
         return "missing id"
     if not ID_PATTERN.fullmatch(item_id):
-        return (
-            f"bad id '{item_id}': use 1-64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
+        return f"bad id '{item_id}': use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
     if ".." in item_id or item_id.endswith((".", ".lock")):
         return f"bad id '{item_id}': git branch names cannot hold '..' or end in '.' or '.lock'"
     return None

@@ -10,7 +10,6 @@ from orchestrator import model
 from orchestrator.errors import BadInputError, DuplicateIdError, Problem
 from orchestrator.model import Item, Status
 from orchestrator.store.base import Event, Store
-from orchestrator.timeutil import parse_iso
 
 ACTOR_CLI = "operator@cli"
 TOP_IN_PROGRESS = 5
@@ -37,18 +36,18 @@ class WorkerLoad:
 
 def _oldest_first(items: list[Item]) -> list[Item]:
     """By start time; rows without a readable start keep queue order, after the rest."""
-    def key(pair: tuple[int, Item]) -> tuple[int, float, int]:
+    from orchestrator.queuefile import start_key
+
+    def key(pair: tuple[int, Item]) -> tuple[int, str, int]:
         position, item = pair
-        started = parse_iso(item.started)
-        return (0, started, position) if started is not None else (1, 0.0, position)
+        return (0, start_key(item.started), position) if item.started else (1, "", position)
 
     return [item for _, item in sorted(enumerate(items), key=key)]
 
 
 def summarize(store: Store, top: int = TOP_IN_PROGRESS) -> Summary:
     """``status``: how many items in each state, and up to ``top`` running ones, oldest first."""
-    running = store.items(Status.IN_PROGRESS)
-    return Summary(store.counts(), _oldest_first(running)[:top])
+    return Summary(store.counts(), store.oldest(Status.IN_PROGRESS, top))
 
 
 def worker_loads(store: Store) -> list[WorkerLoad]:
@@ -56,10 +55,7 @@ def worker_loads(store: Store) -> list[WorkerLoad]:
     groups: dict[str, list[Item]] = {}
     for item in _oldest_first(store.items(Status.IN_PROGRESS)):
         groups.setdefault(item.owner or "unowned", []).append(item)
-    return [
-        WorkerLoad(owner, [item.id for item in group], group[0].started or "-")
-        for owner, group in groups.items()
-    ]
+    return [WorkerLoad(owner, [item.id for item in group], group[0].started or "-") for owner, group in groups.items()]
 
 
 def cancel(store: Store, item_id: str, *, actor: str = ACTOR_CLI) -> Item:
@@ -160,5 +156,4 @@ def validate_file(path: Path, display: str | None = None) -> tuple[list[Problem]
     except FileNotFoundError:
         return [Problem(name, 0, "no such file")], 0
     queue = QueueFile.parse(name, data)
-    return queue.problems, len(queue.rows)
-
+    return queue.problems, len(queue.id_list)

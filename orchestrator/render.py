@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from orchestrator.errors import Problem
 from orchestrator.model import Item
 from orchestrator.operations import Summary, WorkerLoad
@@ -12,6 +10,8 @@ from orchestrator.store.base import Event
 
 def as_json(data: object) -> str:
     """The ``--json`` form of any result: indented, UTF-8 kept readable."""
+    import json
+
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
@@ -50,9 +50,7 @@ def workers_text(loads: list[WorkerLoad]) -> str:
     if not loads:
         lines.append("workers: none")
     for load in loads:
-        lines.append(
-            f"- {load.owner} tasks={len(load.ids)} ids={','.join(load.ids)} oldest_start={load.oldest_start}"
-        )
+        lines.append(f"- {load.owner} tasks={len(load.ids)} ids={','.join(load.ids)} oldest_start={load.oldest_start}")
     return "\n".join(lines)
 
 
@@ -62,8 +60,8 @@ def workers_json(loads: list[WorkerLoad]) -> str:
             "workers_active": len(loads),
             "in_progress": sum(len(load.ids) for load in loads),
             "workers": [
-                {"owner": l.owner, "tasks": len(l.ids), "ids": l.ids, "oldest_start": l.oldest_start}
-                for l in loads
+                {"owner": load.owner, "tasks": len(load.ids), "ids": load.ids, "oldest_start": load.oldest_start}
+                for load in loads
             ],
         }
     )

@@ -80,6 +80,4 @@ def orch_argv(*args: str) -> list[str]:
 def run_orch(*args: str, cwd: Path | None = None, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
     """Run ``orch`` as a real process and capture its output."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        orch_argv(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kwargs
-    )
+    return subprocess.run(orch_argv(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kwargs)

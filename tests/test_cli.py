@@ -23,8 +23,7 @@ def invoke(runner, queue, *args, ok=True):
 
 def rows(queue) -> dict[str, str]:
     """Each item's row line, by id."""
-    return {line.split("|")[1].strip(): line for line in queue.read_text().splitlines()
-            if line.startswith("| ORCH-")}
+    return {line.split("|")[1].strip(): line for line in queue.read_text().splitlines() if line.startswith("| ORCH-")}
 
 
 def test_status_prints_the_summary_then_the_oldest_in_progress(cli_runner, queue_file):
@@ -242,7 +241,10 @@ def test_ops_py_from_a_checkout_is_the_same_cli(queue_file):
     script = ROOT / "orchestrator" / "ops.py"
     done = subprocess.run(
         [sys.executable, str(script), "--queue", str(queue_file), "status"],
-        capture_output=True, text=True, timeout=60, cwd=queue_file.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=queue_file.parent,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == run_orch("--queue", str(queue_file), "status").stdout

@@ -149,12 +149,8 @@ def _events(folder: Path) -> list[dict]:
 
 def test_eight_processes_adding_at_once_lose_nothing(queue_file: Path) -> None:
     workers, per_worker = 8, 50
-    titles = [
-        [f"worker {w} item {k:02d} | piped" for k in range(per_worker)] for w in range(workers)
-    ]
-    commands = [
-        [["--queue", str(queue_file), "add", "--title", title] for title in own] for own in titles
-    ]
+    titles = [[f"worker {w} item {k:02d} | piped" for k in range(per_worker)] for w in range(workers)]
+    commands = [[["--queue", str(queue_file), "add", "--title", title] for title in own] for own in titles]
 
     with _started_together(commands) as procs:
         outputs = _finish(procs)
@@ -201,23 +197,15 @@ def test_two_processes_changing_different_rows_at_once_lose_no_update(tmp_path: 
         else:
             item_id = f"R-{k:02d}"
             rows.append(f"| {item_id} | IN_PROGRESS | To replan {k} | w{k} | picked up |")
-            expected.append(
-                f"| {item_id} | BLOCKED | To replan {k} | w{k} | picked up; replan:why {item_id} |"
-            )
+            expected.append(f"| {item_id} | BLOCKED | To replan {k} | w{k} | picked up; replan:why {item_id} |")
             replanned.append(item_id)
-    before = (
-        "# Queue\n\nSome prose.\n\n"
-        "| id | status | title | owner | notes |\n| --- | --- | --- | --- | --- |\n"
-    )
+    before = "# Queue\n\nSome prose.\n\n| id | status | title | owner | notes |\n| --- | --- | --- | --- | --- |\n"
     after = "\nMore prose.\n"
     queue = tmp_path / "QUEUE.md"
     queue.write_text(before + "\n".join(rows) + "\n" + after, encoding="utf-8")
 
     cancels = [["--queue", str(queue), "cancel", "--id", item_id] for item_id in cancelled]
-    replans = [
-        ["--queue", str(queue), "replan", "--id", i, "--notes", f"why {i}"]
-        for i in reversed(replanned)
-    ]
+    replans = [["--queue", str(queue), "replan", "--id", i, "--notes", f"why {i}"] for i in reversed(replanned)]
     with _started_together([cancels, replans]) as procs:
         cancel_out, replan_out = _finish(procs)
 
@@ -267,9 +255,7 @@ def test_a_write_racing_an_editor_save_keeps_both_changes(queue_file: Path, how:
 
     assert len(seen) == 2  # the change was re-applied to the editor's version
     assert result.status is model.Status.BLOCKED
-    expected = SAMPLE_QUEUE.replace(
-        "| ORCH-001 | PENDING | Write the parser | | | 0 | |", CANCELLED_ROW
-    )
+    expected = SAMPLE_QUEUE.replace("| ORCH-001 | PENDING | Write the parser | | | 0 | |", CANCELLED_ROW)
     for old, new in edits:
         expected = expected.replace(old, new)
     assert queue_file.read_text(encoding="utf-8") == expected
@@ -278,9 +264,7 @@ def test_a_write_racing_an_editor_save_keeps_both_changes(queue_file: Path, how:
 
 
 @pytest.mark.parametrize("how", EDITOR_STYLES)
-def test_an_editor_retitling_the_row_orch_is_changing_keeps_both_changes(
-    queue_file: Path, how: str
-) -> None:
+def test_an_editor_retitling_the_row_orch_is_changing_keeps_both_changes(queue_file: Path, how: str) -> None:
     edits = [("| Write the parser |", "| Write the parser, with tests |")]
     result, seen = _cancel_while_editor_saves(queue_file, how, edits)
 
@@ -297,10 +281,7 @@ def test_an_editor_retitling_the_row_orch_is_changing_keeps_both_changes(
 
 BIG_ROWS = 5000
 KILLS = 100
-FILLER = (
-    "a long title so that the queue file is large (over 700 kB) "
-    "and rewriting it takes a few milliseconds"
-)
+FILLER = "a long title so that the queue file is large (over 700 kB) and rewriting it takes a few milliseconds"
 
 
 def _big_row(k: int, status: str = "PENDING", notes: str = "") -> str:
@@ -361,15 +342,10 @@ def _kill_at_some_point(proc: subprocess.Popen, folder: Path, k: int, typical: f
 
 
 def test_killing_writers_mid_rewrite_leaves_the_old_or_the_new_queue(tmp_path: Path) -> None:
-    before = (
-        "# Big queue\n\nProse before.\n\n"
-        "| id | status | title | notes |\n| --- | --- | --- | --- |\n"
-    )
+    before = "# Big queue\n\nProse before.\n\n| id | status | title | notes |\n| --- | --- | --- | --- |\n"
     after = "\nProse after.\n"
     queue = tmp_path / "QUEUE.md"
-    queue.write_text(
-        before + "".join(_big_row(k) + "\n" for k in range(BIG_ROWS)) + after, encoding="utf-8"
-    )
+    queue.write_text(before + "".join(_big_row(k) + "\n" for k in range(BIG_ROWS)) + after, encoding="utf-8")
 
     # One undisturbed run: it checks the expected line edit and times a typical run.
     current = queue.read_bytes()
@@ -398,14 +374,10 @@ def test_killing_writers_mid_rewrite_leaves_the_old_or_the_new_queue(tmp_path: P
                 proc.communicate(timeout=30)
         data = queue.read_bytes()
         found = "old" if data == current else "new" if data == expected else "neither"
-        assert proc.returncode in (0, -signal.SIGKILL), (
-            f"iteration {k}: exit {proc.returncode}\n{err.decode()}"
-        )
+        assert proc.returncode in (0, -signal.SIGKILL), f"iteration {k}: exit {proc.returncode}\n{err.decode()}"
         if proc.returncode == 0:
             assert found == "new", f"iteration {k}: finished but the queue holds {found}"
-        assert found != "neither", (
-            f"iteration {k}: killed writer left a queue that is neither old nor new"
-        )
+        assert found != "neither", f"iteration {k}: killed writer left a queue that is neither old nor new"
         outcomes[f"{'finished' if proc.returncode == 0 else 'killed'}, {found}"] += 1
         if _temp_files(tmp_path):
             outcomes["temp file left"] += 1

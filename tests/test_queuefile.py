@@ -104,8 +104,7 @@ def test_the_first_top_level_queue_table_wins_over_later_ones():
 def test_other_tables_and_fenced_examples_before_the_queue_are_skipped():
     text = (
         "| name | value |\n| --- | --- |\n| x | 1 |\n\n"
-        "```\n| id | status |\n| --- | --- |\n| fake | DONE |\n```\n\n"
-        + table(GOOD)
+        "```\n| id | status |\n| --- | --- |\n| fake | DONE |\n```\n\n" + table(GOOD)
     )
     assert [item.id for item in QueueFile.load("Q.md", text.encode()).items] == ["ORCH-1"]
 
@@ -147,11 +146,16 @@ def documents(draw):
     before = draw(st.lists(st.sampled_from(BLOCKS), max_size=4))
     after = draw(st.lists(st.sampled_from(BLOCKS), max_size=2))
     queue = "| id | status |\n| --- | --- |\n| q1 | DONE |\n| q2 | PENDING |"
-    glue = draw(st.lists(st.sampled_from(["\n\n", "\n"]), min_size=len(before) + len(after) + 1,
-                         max_size=len(before) + len(after) + 1))
+    glue = draw(
+        st.lists(
+            st.sampled_from(["\n\n", "\n"]),
+            min_size=len(before) + len(after) + 1,
+            max_size=len(before) + len(after) + 1,
+        )
+    )
     parts = [*before, queue, *after]
     text = parts[0]
-    for joint, part in zip(glue, parts[1:]):
+    for joint, part in zip(glue, parts[1:], strict=False):
         text += joint + part
     return text + "\n", all(j == "\n\n" for j in glue) and "```\nunclosed fence" not in before
 

@@ -25,7 +25,7 @@ def lines_of(data: bytes) -> list[bytes]:
 def changed_lines(before: bytes, after: bytes) -> list[int]:
     old, new = lines_of(before), lines_of(after)
     assert len(old) == len(new)
-    return [k for k, (a, b) in enumerate(zip(old, new)) if a != b]
+    return [k for k, (a, b) in enumerate(zip(old, new, strict=False)) if a != b]
 
 
 def store_for(doc: QueueDoc, folder: str) -> MarkdownStore:
@@ -78,7 +78,7 @@ def test_add_appends_one_row_at_the_table_end_and_nothing_else_moves(doc, title,
     with tempfile.TemporaryDirectory() as folder:
         store = store_for(doc, folder)
         before = store.path.read_bytes()
-        values = {c: v for c, v in zip([c for c in doc.columns if c in ("x-extra", "Priority")], extras)}
+        values = {c: v for c, v in zip([c for c in doc.columns if c in ("x-extra", "Priority")], extras, strict=False)}
         item = operations.add(store, title=title, values=values)
         after = store.path.read_bytes()
         old, new = lines_of(before), lines_of(after)
@@ -113,8 +113,7 @@ def test_rows_added_to_a_crlf_table_use_crlf(tmp_path):
     path.write_bytes(b"| id | status | title |\r\n| --- | --- | --- |\r\n| a | DONE | x |\r\n\r\nend\r\n")
     item = operations.add(MarkdownStore(path), title="new", item_id="b")
     assert path.read_bytes() == (
-        b"| id | status | title |\r\n| --- | --- | --- |\r\n| a | DONE | x |\r\n"
-        b"| b | PENDING | new |\r\n\r\nend\r\n"
+        b"| id | status | title |\r\n| --- | --- | --- |\r\n| a | DONE | x |\r\n| b | PENDING | new |\r\n\r\nend\r\n"
     )
     assert item.status is Status.PENDING
 
@@ -162,15 +161,16 @@ def test_file_mode_is_kept_across_a_rewrite(queue_file):
 
 def test_padded_columns_stay_aligned_when_a_status_changes(tmp_path):
     path = tmp_path / "QUEUE.md"
-    path.write_text(
-        "| id  | status      | notes |\n| --- | ----------- | ----- |\n| a   | IN_PROGRESS |       |\n"
-    )
+    path.write_text("| id  | status      | notes |\n| --- | ----------- | ----- |\n| a   | IN_PROGRESS |       |\n")
     operations.replan(MarkdownStore(path), "a", "later")
     assert path.read_text().splitlines()[2] == "| a   | BLOCKED     | replan:later |"
 
 
 def test_items_round_trip_through_rows():
-    text = "| id | status | depends_on | attempts |\n| --- | --- | --- | --- |\n| a | DONE | | 2 |\n| b | PENDING | a | |\n"
+    text = (
+        "| id | status | depends_on | attempts |\n| --- | --- | --- | --- |\n"
+        "| a | DONE | | 2 |\n| b | PENDING | a | |\n"
+    )
     items = QueueFile.load("Q", text.encode()).items
     assert items == [Item("a", Status.DONE, attempts=2), Item("b", depends_on=("a",))]
 

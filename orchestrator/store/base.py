@@ -49,6 +49,10 @@ class Store(Protocol):
         """How many items are in each status, every status present."""
         ...
 
+    def oldest(self, status: Status, limit: int) -> list[Item]:
+        """Up to ``limit`` items in ``status``, earliest ``started`` first; unstarted ones last."""
+        ...
+
     def get(self, item_id: str) -> Item:
         """The item with this id.
 

@@ -67,6 +67,9 @@ class MarkdownStore:
     def counts(self) -> dict[str, int]:
         return self.load().counts()
 
+    def oldest(self, status: Status, limit: int) -> list[Item]:
+        return self.load().oldest(status, limit)
+
     def get(self, item_id: str) -> Item:
         for item in self.items():
             if item.id == item_id:
@@ -193,9 +196,7 @@ class MarkdownStore:
 
 def _check_columns(queue: QueueFile, item: Item) -> None:
     """A new item's values must each have a column to live in."""
-    missing = queue.missing_columns(item, Item(item.id)) + [
-        name for name in item.extra if name not in queue.columns
-    ]
+    missing = queue.missing_columns(item, Item(item.id)) + [name for name in item.extra if name not in queue.columns]
     if missing:
         line = queue.header.line.number
         raise BadInputError(
@@ -208,7 +209,7 @@ def _find(queue: QueueFile, item_id: str, where: str) -> Item:
     k = queue.index().get(item_id)
     if k is None:
         raise NotFoundError(item_id, where)
-    return queue.items[k] if queue._items is not None else queue.builder.make(queue.rows[k])
+    return queue.item_at(k)
 
 
 def _event(item_id: str, actor: str, event: str, before: str, after: str, note: str) -> Event:
@@ -230,4 +231,3 @@ def _fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
