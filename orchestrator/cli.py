@@ -49,6 +49,14 @@ def find_queue(start: Path) -> Path:
     )
 
 
+def _repo_root(start: Path) -> Path | None:
+    folder = start.resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
 def _shown(path: Path) -> Path:
     """A discovered path as short as possible for messages."""
     try:
@@ -74,14 +82,22 @@ class App:
     def store(self):
         from orchestrator.store import open_store
 
-        return open_store(queue=self.queue if not self.db else Path(QUEUE_NAME), db=self.db)
+        if self.db:
+            return open_store(queue=Path(QUEUE_NAME), db=self.db, policy=self.config.retry, lease=self.config.lease)
+        return open_store(queue=self.queue, policy=self.config.retry, lease=self.config.lease)
+
+    @cached_property
+    def root(self) -> Path:
+        """The folder of orch.yaml and .orch/: the queue's folder, or with --db the repository root."""
+        if not self.db:
+            return self.queue.parent
+        return _repo_root(Path.cwd()) or Path.cwd()
 
     @cached_property
     def config(self):
         from orchestrator.config import load_config
 
-        root = self.queue.parent if not self.db else Path.cwd()
-        return load_config(root)
+        return load_config(self.root)
 
 
 pass_app = click.make_pass_decorator(App)
@@ -202,3 +218,97 @@ def validate(app: App, paths: tuple[Path, ...], as_json: bool) -> None:
         click.echo(render.as_json(reports if paths else reports[0]))
     if any(not report["ok"] for report in reports):
         raise SystemExit(2)
+
+
+# --- the pull API for agents outside the runner ---------------------------------
+
+owner_option = click.option("--owner", required=True, metavar="NAME", help="Who holds the item (your worker's name).")
+attempt_option = click.option(
+    "--attempt",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="The attempt you hold (from claim); fences stale workers.",
+)
+
+
+@cli.command()
+@owner_option
+@click.option("--lease", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="How long the claim lasts without a heartbeat (default: orch.yaml lease, 300).")  # fmt: skip
+@click.option("--id", "item_id", metavar="ID", help="Claim this item only.")
+@click.option("--job", metavar="JOB", help="Claim only items of this work order.")
+@json_option
+@pass_app
+def claim(app: App, owner: str, lease: float | None, item_id: str | None, job: str | None, as_json: bool) -> None:
+    """Take the next runnable item and print its id (exit 1 when nothing is runnable)."""
+    taken = operations.claim(app.store, owner, lease=lease or app.config.lease, item_id=item_id, job=job)
+    click.echo(render.as_json(taken.as_dict()) if as_json else taken.item.id)
+
+
+@cli.command()
+@id_option
+@owner_option
+@attempt_option
+@click.option("--lease", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Extend the lease to SECONDS from now (default: orch.yaml lease).")  # fmt: skip
+@json_option
+@pass_app
+def heartbeat(app: App, item_id: str, owner: str, attempt: int | None, lease: float | None, as_json: bool) -> None:
+    """Keep a claim alive; refused (exit 1) if the item is no longer yours."""
+    until = operations.heartbeat(app.store, item_id, owner, lease=lease or app.config.lease, attempt=attempt)
+    click.echo(
+        render.as_json({"id": item_id, "lease_until": until}) if as_json else f"{item_id} lease_until={until:.0f}"
+    )
+
+
+@cli.command()
+@id_option
+@owner_option
+@attempt_option
+@click.option("--notes", default="", help="Appended after done:<attempt>.")
+@json_option
+@pass_app
+def complete(app: App, item_id: str, owner: str, attempt: int | None, notes: str, as_json: bool) -> None:
+    """Finish a claimed item: it becomes DONE (refused if the claim was lost)."""
+    item = operations.complete(app.store, item_id, owner, attempt=attempt, notes=notes)
+    click.echo(render.item_json(item) if as_json else render.transition(item))
+
+
+@cli.command()
+@id_option
+@owner_option
+@attempt_option
+@click.option("--reason", required=True, help="What went wrong; noted as error:<reason>.")
+@json_option
+@pass_app
+def fail(app: App, item_id: str, owner: str, attempt: int | None, reason: str, as_json: bool) -> None:
+    """Report a claimed item failed: retried after a backoff while attempts are left, else FAILED."""
+    item = operations.fail(app.store, item_id, owner, reason=reason, attempt=attempt)
+    click.echo(render.item_json(item) if as_json else render.transition(item))
+
+
+# --- moving a queue between backends ----------------------------------------------
+
+
+@cli.command(name="export")
+@click.option("--to", "target", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Markdown file to write the queue table into (created if missing).")  # fmt: skip
+@json_option
+@pass_app
+def export_queue(app: App, target: Path, as_json: bool) -> None:
+    """Write the --db queue as a markdown table, so it can be reviewed in git."""
+    added, replaced = operations.export_queue(app.store, target)
+    report = {"to": str(target), "added": added, "replaced": replaced}
+    click.echo(render.as_json(report) if as_json else f"exported to {target}: {added} added, {replaced} updated")
+
+
+@cli.command(name="import")
+@click.option("--from", "source", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Markdown queue to read.")  # fmt: skip
+@json_option
+@pass_app
+def import_queue(app: App, source: Path, as_json: bool) -> None:
+    """Load a markdown queue into the --db store (new ids added, known ids replaced)."""
+    added, replaced = operations.import_queue(app.store, source)
+    report = {"from": str(source), "added": added, "replaced": replaced}
+    click.echo(render.as_json(report) if as_json else f"imported from {source}: {added} added, {replaced} updated")

@@ -108,6 +108,10 @@ class Problem:
         return {"path": self.path, "line": self.line, "problem": self.message}
 
 
+class SchemaError(BadInputError):
+    """A database that is not an orch queue, or one made by a newer orch."""
+
+
 class BadIdError(BadInputError):
     """An id that may not become a row, path or branch name."""
 

@@ -173,10 +173,10 @@ def backoff_delay(attempt: int, policy: Policy, unit: float) -> float:
 
 
 def is_runnable(item: Item, done: set[str], now: float, policy: Policy, *, budgeted: bool = True) -> bool:
-    """PENDING, every dependency DONE, backoff passed and attempts left."""
+    """PENDING, every dependency DONE (``done`` holds lower-case ids), backoff passed, attempts left."""
     return (
         item.status is Status.PENDING
-        and all(dep in done for dep in item.depends_on)
+        and all(dep.lower() in done for dep in item.depends_on)
         and (item.retry_not_before is None or item.retry_not_before <= now)
         and (not budgeted or item.attempts < budget(item, policy))
     )
@@ -208,20 +208,33 @@ def complete(item: Item, attempt: int, notes: str = "") -> Item:
     return replace(item, status=Status.DONE, notes=append_note(noted, notes) if notes.strip() else noted)
 
 
-def schedule_retry(item: Item, now: float, policy: Policy, unit: float) -> Item:
-    """Back to PENDING after a backoff: ``retry:<n>`` and ``retry_not_before=<epoch>`` noted."""
-    not_before = int(now + backoff_delay(item.attempts, policy, unit))
+def schedule_retry(item: Item, now: float, policy: Policy, unit: float, *, backoff: bool = True) -> Item:
+    """Back to PENDING, noted ``retry:<n>``; with ``backoff``, also ``retry_not_before=<epoch>``."""
     notes = append_note(item.notes, f"retry:{retry_count(item) + 1}")
-    notes = append_note(notes, f"retry_not_before={not_before}")
+    not_before = None
+    if backoff:
+        not_before = int(now + backoff_delay(item.attempts, policy, unit))
+        notes = append_note(notes, f"retry_not_before={not_before}")
     return replace(item, status=Status.PENDING, owner="", started="", notes=notes, retry_not_before=not_before)
 
 
-def fail(item: Item, note: str, now: float, policy: Policy, unit: float, *, budgeted: bool = True) -> Item:
-    """A failed attempt: retried after a backoff while attempts are left, else FAILED."""
+def fail(
+    item: Item, note: str, now: float, policy: Policy, unit: float, *, budgeted: bool = True, backoff: bool = True
+) -> Item:
+    """A failed attempt: retried (after a backoff) while attempts are left, else FAILED.
+
+    Without a ``budgeted`` store (a markdown queue with no attempts columns)
+    nothing counts attempts, so a failure is final until an operator retries.
+    """
     failed = replace(item, status=Status.FAILED, notes=append_note(item.notes, note))
     if budgeted and item.attempts < budget(item, policy):
-        return schedule_retry(failed, now, policy, unit)
+        return schedule_retry(failed, now, policy, unit, backoff=backoff)
     return failed
+
+
+def block(item: Item, note: str) -> Item:
+    """An attempt that needs a human: BLOCKED with the reason noted."""
+    return replace(item, status=Status.BLOCKED, notes=append_note(item.notes, note))
 
 
 def is_timed_out(item: Item, lease_until: float | None, now: float) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from orchestrator import model
@@ -67,14 +66,16 @@ def replan(store: Store, item_id: str, notes: str, *, actor: str = ACTOR_CLI) ->
     """Record why, and move to BLOCKED (if running) or PENDING."""
     if not notes.strip():
         raise BadInputError("missing notes: say why the item is replanned (--notes)")
-    change = partial(model.replan, notes=notes)
+
+    def change(item: Item) -> Item:
+        return model.replan_budget(item, model.replan(item, notes), store.policy)
+
     return store.update(model.check_id(item_id), change, actor=actor, event="REPLANNED")
 
 
 def retry(store: Store, item_id: str, *, actor: str = ACTOR_CLI) -> Item:
     """Return a retry-eligible item to PENDING, by the rules of the store's mode."""
-    retry_change = getattr(store, "retry_change", None) or model.retry_markdown
-    return store.update(model.check_id(item_id), retry_change, actor=actor, event="RETRIED")
+    return store.retry(model.check_id(item_id), actor=actor)
 
 
 def new_id(prefix: str) -> str:
@@ -157,3 +158,63 @@ def validate_file(path: Path, display: str | None = None) -> tuple[list[Problem]
         return [Problem(name, 0, "no such file")], 0
     queue = QueueFile.parse(name, data)
     return queue.problems, len(queue.id_list)
+
+
+def claim(store: Store, owner: str, *, lease: float, item_id: str | None = None, job: str | None = None):
+    """The pull API's claim: a ``Claim``, or ``NothingRunnableError`` (exit 1)."""
+    from orchestrator.errors import NothingRunnableError
+
+    taken = store.claim(_check_owner(owner), lease=lease, item_id=item_id and model.check_id(item_id), job=job)
+    if taken is None:
+        raise NothingRunnableError()
+    return taken
+
+
+def heartbeat(store: Store, item_id: str, owner: str, *, lease: float, attempt: int | None = None) -> float:
+    return store.heartbeat(model.check_id(item_id), _check_owner(owner), lease=lease, attempt=attempt)
+
+
+def complete(store: Store, item_id: str, owner: str, *, attempt: int | None = None, notes: str = "") -> Item:
+    return store.complete(model.check_id(item_id), _check_owner(owner), attempt=attempt, notes=notes)
+
+
+def fail(store: Store, item_id: str, owner: str, *, reason: str, attempt: int | None = None) -> Item:
+    if not reason.strip():
+        raise BadInputError("--reason is empty: say what went wrong")
+    return store.fail(model.check_id(item_id), _check_owner(owner), note=f"error:{reason}", attempt=attempt)
+
+
+def _check_owner(owner: str) -> str:
+    if not owner.strip() or any(ch in owner for ch in "\n\r|"):
+        raise BadInputError(f"--owner {owner!r}: use a name without newlines or pipes")
+    return owner
+
+
+def export_queue(store: Store, target: Path) -> tuple[int, int]:
+    """Copy every item of ``store`` into the markdown queue at ``target`` (made if missing)."""
+    from orchestrator.store.markdown import MarkdownStore
+
+    items = store.items()
+    if not target.exists():
+        target.write_text(new_queue_text(items), encoding="utf-8")
+    return MarkdownStore(target).upsert(items, actor="orch@export")
+
+
+def import_queue(store: Store, source: Path) -> tuple[int, int]:
+    """Copy every item of the markdown queue at ``source`` into ``store``."""
+    from orchestrator.store.markdown import MarkdownStore
+
+    return store.upsert(MarkdownStore(source).items(), actor="orch@import")
+
+
+def new_queue_text(items: list[Item] = ()) -> str:
+    """A fresh QUEUE.md: a heading, a line of help, and a header with the columns ``items`` use."""
+    from orchestrator import mdtable
+    from orchestrator.queuefile import KNOWN_COLUMNS
+
+    used = [c for c in KNOWN_COLUMNS if c in ("id", "status", "title", "owner", "started", "attempts", "notes")
+            or any(getattr(item, c) not in ("", None, (), 0) for item in items)]  # fmt: skip
+    extra = list(dict.fromkeys(name for item in items for name in item.extra))
+    columns = used + extra
+    header = mdtable.render_row(columns) + "\n" + "|" + "|".join(" --- " for _ in columns) + "|\n"
+    return "# Queue\n\nEdit by hand or with `orch`; `orch validate` checks it.\n\n" + header

@@ -196,11 +196,11 @@ class QueueFile:
         from orchestrator.errors import BadInputError
 
         problem = id_problem(item.id)
-        known = {*where, *(new.id for new in added)}
+        known = {*(key.lower() for key in where), *(new.id.lower() for new in added)}
         for dependency in item.depends_on:
-            if dependency == item.id:
+            if dependency.lower() == item.id.lower():
                 problem = f"'{item.id}' depends on itself"
-            elif dependency not in known:
+            elif dependency.lower() not in known:
                 problem = f"'{item.id}' depends on unknown id '{dependency}'"
         row = mdtable.split_row(mdtable.Line(0, 0, text, ""))
         expected = tuple(_field(item, column) for column in self.columns)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator.model import Policy
 from orchestrator.store.base import Event, Store
 
 
-def open_store(*, queue: Path, db: str | None = None) -> Store:
-    """Return the SQLite store when ``--db`` was given, else the markdown one."""
+def open_store(*, queue: Path, db: str | None = None, policy: Policy = Policy(), lease: float = 300.0) -> Store:
+    """The SQLite store when ``db`` is given, else the markdown one at ``queue``."""
     if db:
         from orchestrator.store.sqlite import SqliteStore
 
-        return SqliteStore(Path(db))
+        return SqliteStore(Path(db), policy=policy, default_lease=lease)
     from orchestrator.store.markdown import MarkdownStore
 
-    return MarkdownStore(queue)
+    return MarkdownStore(queue, policy=policy, default_lease=lease)
 
 
 __all__ = ["Event", "Store", "open_store"]

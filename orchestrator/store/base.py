@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from orchestrator.model import Item, Status
+from orchestrator.model import Claim, Item, Policy, Status
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,18 @@ Change = Callable[[Item], Item]
 
 
 class Store(Protocol):
-    """What every backend must do. Each method is atomic on its own."""
+    """What every backend must do. Each method is atomic on its own.
+
+    Times (``now``) are epoch seconds and default to the current time; tests
+    pass them to move the clock. ``attempt`` arguments fence a worker: a call
+    from an attempt that no longer holds the item raises ``LeaseLostError``.
+    """
 
     name: str
     """``"markdown"`` or ``"sqlite"``, shown to operators."""
+
+    policy: Policy
+    """The reliability policy: attempt budget and backoff."""
 
     def items(self, status: Status | None = None) -> list[Item]:
         """Every item in queue order, or only those in ``status``.
@@ -76,4 +84,85 @@ class Store(Protocol):
 
     def events(self, item_id: str) -> list[Event]:
         """The item's recorded transitions, oldest first."""
+        ...
+
+    def upsert(self, items: list[Item], *, actor: str) -> tuple[int, int]:
+        """Insert new items and replace existing ones by id, all at once; returns (added, replaced)."""
+        ...
+
+    def retry(self, item_id: str, *, actor: str, now: float | None = None) -> Item:
+        """An operator's retry, by the store's mode.
+
+        Markdown: FAILED or BLOCKED become PENDING (within the attempt budget
+        where the queue keeps one). SQLite: the reliability policy, FAILED or
+        timed-out IN_PROGRESS only, attempts left, ``retry_not_before`` set.
+
+        :raises NotEligibleError: not in a retryable state.
+        :raises MaxAttemptsError: the attempt budget is used up.
+        """
+        ...
+
+    def claim(
+        self,
+        owner: str,
+        *,
+        lease: float,
+        now: float | None = None,
+        item_id: str | None = None,
+        job: str | None = None,
+    ) -> Claim | None:
+        """Atomically take the first runnable item (optionally this id or job) for ``lease`` seconds.
+
+        Runnable: PENDING, every ``depends_on`` DONE, ``retry_not_before``
+        passed, attempts left. The item becomes IN_PROGRESS with owner and
+        start time, and the attempt is counted now. Expired leases are reaped
+        first. Two claimers never get the same item. None if nothing is runnable.
+        """
+        ...
+
+    def heartbeat(
+        self, item_id: str, owner: str, *, lease: float, attempt: int | None = None, now: float | None = None
+    ) -> float:
+        """Extend the lease by ``lease`` seconds from ``now``; returns the new end.
+
+        :raises LeaseLostError: ``owner``/``attempt`` no longer holds the item.
+        """
+        ...
+
+    def complete(
+        self, item_id: str, owner: str, *, attempt: int | None = None, notes: str = "", now: float | None = None
+    ) -> Item:
+        """DONE, noted ``done:<attempt>``. :raises LeaseLostError: see ``heartbeat``."""
+        ...
+
+    def fail(
+        self,
+        item_id: str,
+        owner: str,
+        *,
+        note: str,
+        attempt: int | None = None,
+        now: float | None = None,
+        retryable: bool = True,
+    ) -> Item:
+        """A failed attempt, noted ``note``: PENDING after a backoff while attempts are left, else FAILED.
+
+        :raises LeaseLostError: see ``heartbeat``.
+        """
+        ...
+
+    def block(self, item_id: str, owner: str, *, note: str, attempt: int | None = None) -> Item:
+        """An attempt that needs a human: BLOCKED, noted ``note``. :raises LeaseLostError:"""
+        ...
+
+    def release(self, item_id: str, owner: str, *, attempt: int | None = None) -> Item:
+        """Give a claim back unfinished: PENDING, the attempt still counted. :raises LeaseLostError:"""
+        ...
+
+    def reap(self, now: float | None = None) -> list[Item]:
+        """IN_PROGRESS items whose lease ended, retried or FAILED by the policy; only those."""
+        ...
+
+    def lease_until(self, item_id: str) -> float | None:
+        """When the item's lease ends; None if it is not IN_PROGRESS."""
         ...

@@ -12,19 +12,51 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import time
 from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from orchestrator.errors import BadInputError, BusyError, DuplicateIdError, MissingPathError, NotFoundError
-from orchestrator.model import Item, Status
+from orchestrator import model
+from orchestrator.errors import (
+    BadInputError,
+    BusyError,
+    DuplicateIdError,
+    LeaseLostError,
+    MissingPathError,
+    NotFoundError,
+)  # fmt: skip
+from orchestrator.model import Claim, Item, Policy, Status
 from orchestrator.queuefile import QueueFile
 from orchestrator.store.base import Change, Event
-from orchestrator.timeutil import now_iso
+from orchestrator.store.leases import Lease, LeaseBook, LeaseFile
+from orchestrator.timeutil import now_iso, parse_iso
 
 T = TypeVar("T")
 TEMP_MARK = ".orch-tmp-"
 MAX_REAPPLY = 20
+
+
+@dataclass
+class Outcome:
+    """What one edit of the queue did: rows to rewrite and append, the result, its events."""
+
+    changed: list[Item] = field(default_factory=list)
+    added: list[Item] = field(default_factory=list)
+    result: Any = None
+    events: list[Event] = field(default_factory=list)
+
+
+def _budgeted(queue: QueueFile) -> bool:
+    """A markdown queue keeps an attempt budget only where it has both columns for it."""
+    return "attempts" in queue.columns and "max_attempts" in queue.columns
+
+
+def _backs_off(queue: QueueFile) -> bool:
+    return "retry_not_before" in queue.columns
 
 
 class MarkdownStore:
@@ -32,11 +64,18 @@ class MarkdownStore:
 
     name = "markdown"
 
-    def __init__(self, path: Path, *, lock_timeout: float = 30.0, durable: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, policy: Policy = Policy(), lock_timeout: float = 30.0, durable: bool = True,
+        default_lease: float = 300.0, rng: random.Random | None = None,
+    ) -> None:  # fmt: skip
         self.path = Path(path)
+        self.policy = policy
         self.lock_timeout = lock_timeout
         self.durable = durable
+        self.default_lease = default_lease  # for IN_PROGRESS rows whose lease record was lost
+        self.rng = rng or random.Random()
         self.runtime_dir = self.path.parent / ".orch"
+        self.leases = LeaseFile(self.runtime_dir)
         self._last: QueueFile | None = None  # the last queue read, reused while the bytes match
 
     @property
@@ -88,10 +127,10 @@ class MarkdownStore:
                     found.append(_event_from_record(record))
         return found
 
-    # --- writes -------------------------------------------------------------
+    # --- operator writes -----------------------------------------------------
 
     def add(self, items: list[Item], *, actor: str) -> list[Item]:
-        def edit(queue: QueueFile) -> tuple[bytes, list[Item], list[Event]]:
+        def edit(queue: QueueFile, book: LeaseBook | None) -> Outcome:
             taken = {item_id.lower() for item_id in queue.ids()}
             for item in items:
                 _check_columns(queue, item)
@@ -99,41 +138,179 @@ class MarkdownStore:
                     raise DuplicateIdError(item.id, self.display)
                 taken.add(item.id.lower())
             events = [_event(item.id, actor, "ADDED", "", item.status.value, "") for item in items]
-            return queue.render([], items), [queue.stored(item) for item in items], events
+            return Outcome(added=list(items), result=[queue.stored(item) for item in items], events=events)
+
+        return self.transact(edit)
+
+    def upsert(self, items: list[Item], *, actor: str) -> tuple[int, int]:
+        """Insert new items and replace existing ones by id, in one write; (added, replaced)."""
+
+        def edit(queue: QueueFile, book: LeaseBook | None) -> Outcome:
+            where = {item_id.lower(): k for k, item_id in enumerate(queue.ids())}
+            changed, added, events = [], [], []
+            for item in items:
+                _check_columns(queue, item)
+                k = where.get(item.id.lower())
+                before = queue.item_at(k).status.value if k is not None else ""
+                (changed if k is not None else added).append(item)
+                events.append(_event(item.id, actor, "IMPORTED", before, item.status.value, ""))
+            return Outcome(changed, added, (len(added), len(changed)), events)
 
         return self.transact(edit)
 
     def update(self, item_id: str, change: Change, *, actor: str, event: str) -> Item:
-        def edit(queue: QueueFile) -> tuple[bytes, Item, list[Event]]:
+        def edit(queue: QueueFile, book: LeaseBook | None) -> Outcome:
             old = _find(queue, item_id, self.display)
             new = change(old)
-            note = new.notes[len(old.notes) :].lstrip("; ") if new.notes.startswith(old.notes) else new.notes
-            record = _event(item_id, actor, event, old.status.value, new.status.value, note)
-            return queue.render([new]), queue.stored(new), [record]
+            return Outcome([new], result=queue.stored(new), events=[_transition_event(old, new, actor, event)])
+
+        item = self.transact(edit)
+        if item.status is not Status.IN_PROGRESS and self.leases.path.exists():
+            with self.leases.locked() as book:
+                book.drop(item_id)  # a cancelled or replanned item's worker must not heartbeat on
+        return item
+
+    def retry(self, item_id: str, *, actor: str, now: float | None = None) -> Item:
+        """Markdown mode: FAILED or BLOCKED back to PENDING (within the budget, where kept)."""
+
+        def edit(queue: QueueFile, book: LeaseBook | None) -> Outcome:
+            old = _find(queue, item_id, self.display)
+            limit = model.budget(old, self.policy) if _budgeted(queue) else None
+            new = model.retry_markdown(old, attempt_limit=limit)
+            return Outcome([new], result=queue.stored(new), events=[_transition_event(old, new, actor, "RETRIED")])
 
         return self.transact(edit)
 
-    def update_many(self, change: Callable[[QueueFile], tuple[list[Item], list[Event]]]) -> list[Item]:
-        """Apply a change that picks its own items (claims, reaping) in one atomic write."""
+    # --- claims and leases ------------------------------------------------------
 
-        def edit(queue: QueueFile) -> tuple[bytes, list[Item], list[Event]]:
-            changed, events = change(queue)
-            return queue.render(changed), changed, events
+    def claim(self, owner: str, *, lease: float, now: float | None = None, item_id: str | None = None,
+              job: str | None = None) -> Claim | None:  # fmt: skip
+        """Take the first runnable item; reaps expired leases first. None when nothing is runnable."""
+        now = time.time() if now is None else now
 
-        return self.transact(edit)
+        def edit(queue: QueueFile, book: LeaseBook) -> Outcome:
+            changed, events = self._reaped(queue, book, now)
+            gone = {item.id for item in changed}
+            items = [item for item in queue.items if item.id not in gone] + changed
+            done = {item.id.lower() for item in items if item.status is Status.DONE}
+            budgeted = _budgeted(queue)
+            for item in queue.items:
+                if item.id in gone or (item_id and item.id != item_id) or (job and item.job != job):
+                    continue
+                if model.is_runnable(item, done, now, self.policy, budgeted=budgeted):
+                    attempt = max(item.attempts, book.attempts.get(item.id, 0)) + 1
+                    new = replace(model.claim(item, owner, now), attempts=attempt)
+                    book.hold(item.id, Lease(owner, attempt, now + lease))
+                    events.append(_transition_event(item, new, owner, "CLAIMED"))
+                    claim = Claim(queue.stored(new), attempt, now + lease)
+                    return Outcome([*changed, new], result=claim, events=events)
+            return Outcome(changed, result=None, events=events)
 
-    def transact(self, edit: Callable[[QueueFile], tuple[bytes, T, list[Event]]]) -> T:
-        """Run ``edit`` on the current queue and write its result atomically."""
-        with self._lock():
+        return self.transact(edit, leases=True)
+
+    def _reaped(self, queue: QueueFile, book: LeaseBook, now: float) -> tuple[list[Item], list[Event]]:
+        changed, events = [], []
+        for item in queue.select(Status.IN_PROGRESS):
+            until = self._lease_end(item, book)
+            if until is not None and until <= now:
+                note = f"lease_expired:{item.owner or book.held.get(item.id, Lease('-', 0, 0)).owner}"
+                new = model.fail(item, note, now, self.policy, self.rng.random(), budgeted=_budgeted(queue),
+                                 backoff=_backs_off(queue))  # fmt: skip
+                book.drop(item.id)
+                changed.append(new)
+                events.append(_transition_event(item, new, "orch@reaper", "REAPED"))
+        return changed, events
+
+    def _lease_end(self, item: Item, book: LeaseBook) -> float | None:
+        lease = book.held.get(item.id)
+        if lease is not None:
+            return lease.until
+        started = parse_iso(item.started)
+        return None if started is None else started + self.default_lease
+
+    def reap(self, now: float | None = None) -> list[Item]:
+        """Items whose lease ended: retried per the policy, or FAILED when out of attempts."""
+        now = time.time() if now is None else now
+
+        def edit(queue: QueueFile, book: LeaseBook) -> Outcome:
+            changed, events = self._reaped(queue, book, now)
+            return Outcome(changed, result=[queue.stored(item) for item in changed], events=events)
+
+        return self.transact(edit, leases=True)
+
+    def lease_until(self, item_id: str) -> float | None:
+        """When the item's current lease ends (None if it is not leased)."""
+        item = self.get(item_id)
+        if item.status is not Status.IN_PROGRESS:
+            return None
+        return self._lease_end(item, self.leases.read())
+
+    def heartbeat(self, item_id: str, owner: str, *, lease: float, attempt: int | None = None,
+                  now: float | None = None) -> float:  # fmt: skip
+        """Extend the lease in ``.orch/``; QUEUE.md is not touched."""
+        now = time.time() if now is None else now
+        with self.leases.locked() as book:
+            held = book.held.get(item_id)
+            if held is None:
+                raise LeaseLostError(item_id, owner, "it holds no lease (reaped, finished or cancelled)")
+            if held.owner != owner or (attempt is not None and attempt != held.attempt):
+                raise LeaseLostError(item_id, owner, f"attempt {held.attempt} of {held.owner} holds it now")
+            book.hold(item_id, Lease(owner, held.attempt, now + lease))
+            return now + lease
+
+    def _finish(self, item_id: str, owner: str, attempt: int | None, event: str,
+                change: Callable[[Item, int, QueueFile], Item]) -> Item:  # fmt: skip
+        def edit(queue: QueueFile, book: LeaseBook) -> Outcome:
+            item = _find(queue, item_id, self.display)
+            held = book.held.get(item_id)
+            held_owner = held.owner if held else item.owner
+            checked = replace(item, owner=item.owner or held_owner)
+            model.check_holder(checked, owner, attempt, held.attempt if held else item.attempts)
+            new = change(item, held.attempt if held else item.attempts, queue)
+            book.drop(item_id)
+            return Outcome([new], result=queue.stored(new), events=[_transition_event(item, new, owner, event)])
+
+        return self.transact(edit, leases=True)
+
+    def complete(self, item_id: str, owner: str, *, attempt: int | None = None, notes: str = "",
+                 now: float | None = None) -> Item:  # fmt: skip
+        return self._finish(item_id, owner, attempt, "COMPLETED", lambda item, n, _: model.complete(item, n, notes))
+
+    def fail(self, item_id: str, owner: str, *, note: str, attempt: int | None = None, now: float | None = None,
+             retryable: bool = True) -> Item:  # fmt: skip
+        """End an attempt as failed; retried while the budget (where kept) allows."""
+        now = time.time() if now is None else now
+
+        def change(item: Item, _: int, queue: QueueFile) -> Item:
+            return model.fail(item, note, now, self.policy, self.rng.random(),
+                              budgeted=retryable and _budgeted(queue), backoff=_backs_off(queue))  # fmt: skip
+
+        return self._finish(item_id, owner, attempt, "FAILED", change)
+
+    def block(self, item_id: str, owner: str, *, note: str, attempt: int | None = None) -> Item:
+        return self._finish(item_id, owner, attempt, "BLOCKED", lambda item, _, __: model.block(item, note))
+
+    def release(self, item_id: str, owner: str, *, attempt: int | None = None) -> Item:
+        return self._finish(item_id, owner, attempt, "RELEASED", lambda item, _, __: model.release(item))
+
+    # --- the atomic write -------------------------------------------------------
+
+    def transact(self, edit: Callable[[QueueFile, LeaseBook | None], Outcome], *, leases: bool = False) -> T:
+        """Run ``edit`` on the current queue (and lease book) and write its result atomically."""
+        with self._lock(), self.leases.locked() if leases else nullcontext() as book:
             self._sweep_temp_files()
             for _ in range(MAX_REAPPLY):
                 data = self.read_bytes()
-                new_data, result, events = edit(QueueFile.load(self.display, data))
-                if new_data == data:
-                    return result
-                if self._replace_if_unchanged(data, new_data):
-                    self._record(events)
-                    return result
+                queue = QueueFile.load(self.display, data)
+                if book is not None:
+                    fresh = self.leases.read()  # a re-apply starts from the book as stored
+                    book.held, book.attempts, book.dirty = fresh.held, fresh.attempts, False
+                outcome = edit(queue, book)
+                if not outcome.changed and not outcome.added:
+                    return outcome.result
+                if self._replace_if_unchanged(data, queue.render(outcome.changed, outcome.added)):
+                    self._record(outcome.events)
+                    return outcome.result
             raise BusyError(f"{self.display} kept changing while orch tried to write it; try again")
 
     def _lock(self):
@@ -214,6 +391,11 @@ def _find(queue: QueueFile, item_id: str, where: str) -> Item:
 
 def _event(item_id: str, actor: str, event: str, before: str, after: str, note: str) -> Event:
     return Event(now_iso(), item_id, actor, event, before, after, note)
+
+
+def _transition_event(old: Item, new: Item, actor: str, event: str) -> Event:
+    note = new.notes[len(old.notes) :].lstrip("; ") if new.notes.startswith(old.notes) else new.notes
+    return _event(new.id, actor, event, old.status.value, new.status.value, note)
 
 
 def _event_from_record(record: dict) -> Event:

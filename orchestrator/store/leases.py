@@ -1,0 +1,84 @@
+"""The markdown store's runtime leases: who holds which item until when.
+
+Leases and heartbeats change often, so they live in ``.orch/leases.json``
+(untracked) and never rewrite QUEUE.md. The file is replaced atomically under
+``.orch/leases.lock``. It is not fsynced: if a crash loses it, an IN_PROGRESS
+row's lease is taken to end ``lease`` seconds after its ``started`` time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Lease:
+    """One held item: its owner, attempt number and lease end (epoch seconds)."""
+
+    owner: str
+    attempt: int
+    until: float
+
+
+@dataclass
+class LeaseBook:
+    """Every held lease, and the last attempt number given to each item."""
+
+    held: dict[str, Lease] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+    dirty: bool = False
+
+    def hold(self, item_id: str, lease: Lease) -> None:
+        self.held[item_id] = lease
+        self.attempts[item_id] = max(self.attempts.get(item_id, 0), lease.attempt)
+        self.dirty = True
+
+    def drop(self, item_id: str) -> None:
+        if self.held.pop(item_id, None) is not None:
+            self.dirty = True
+
+    def as_json(self) -> str:
+        held = {key: vars(lease) for key, lease in self.held.items()}
+        return json.dumps({"held": held, "attempts": self.attempts}, indent=1, sort_keys=True)
+
+
+class LeaseFile:
+    """``.orch/leases.json`` and its lock."""
+
+    def __init__(self, runtime_dir: Path) -> None:
+        self.path = runtime_dir / "leases.json"
+        self.lock_path = runtime_dir / "leases.lock"
+
+    def read(self) -> LeaseBook:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return LeaseBook()
+        except ValueError:
+            return LeaseBook()  # a torn or hand-broken file: leases fall back to start times
+        held = {key: Lease(**value) for key, value in data.get("held", {}).items()}
+        return LeaseBook(held, {key: int(value) for key, value in data.get("attempts", {}).items()})
+
+    def write(self, book: LeaseBook) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_name(f".leases.{os.getpid()}.tmp")
+        temp.write_text(book.as_json(), encoding="utf-8")
+        os.replace(temp, self.path)
+        book.dirty = False
+
+    @contextmanager
+    def locked(self) -> Iterator[LeaseBook]:
+        """The current book under the lock; written back on leaving if it changed."""
+        from filelock import FileLock
+
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.lock_path), timeout=60):
+            book = self.read()
+            yield book
+            if book.dirty:
+                self.write(book)

@@ -1,0 +1,25 @@
+"""How tests open each backend; the markdown queue has every column the contract uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.store.markdown import MarkdownStore
+from orchestrator.store.sqlite import SqliteStore
+
+BACKENDS = ["markdown", "sqlite"]
+
+FULL_HEADER = (
+    "| id | status | title | owner | started | attempts | max_attempts | retry_not_before "
+    "| agent | job | depends_on | notes |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+)
+
+
+def make_store(backend: str, folder: Path, **options):
+    """A fresh, empty store of this backend in ``folder``."""
+    if backend == "markdown":
+        path = Path(folder) / "QUEUE.md"
+        path.write_text("# Queue\n\n" + FULL_HEADER)
+        return MarkdownStore(path, durable=False, **options)
+    return SqliteStore(Path(folder) / "queue.db", **options)
