@@ -144,6 +144,9 @@ class Policy:
     jitter: float = 0.1
 
 
+DEFAULT_POLICY = Policy()
+
+
 @dataclass(frozen=True)
 class Claim:
     """What a worker holds after a claim: the item, its attempt number and lease end."""

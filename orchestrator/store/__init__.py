@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.model import Policy
+from orchestrator.model import DEFAULT_POLICY, Policy
 from orchestrator.store.base import Event, Store
 
 
-def open_store(*, queue: Path, db: str | None = None, policy: Policy = Policy(), lease: float = 300.0) -> Store:
+def open_store(*, queue: Path, db: str | None = None, policy: Policy = DEFAULT_POLICY, lease: float = 300.0) -> Store:
     """The SQLite store when ``db`` is given, else the markdown one at ``queue``."""
     if db:
         from orchestrator.store.sqlite import SqliteStore

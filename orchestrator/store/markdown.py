@@ -29,7 +29,7 @@ from orchestrator.errors import (
     MissingPathError,
     NotFoundError,
 )  # fmt: skip
-from orchestrator.model import Claim, Item, Policy, Status
+from orchestrator.model import DEFAULT_POLICY, Claim, Item, Policy, Status
 from orchestrator.queuefile import QueueFile
 from orchestrator.store.base import Change, Event
 from orchestrator.store.leases import Lease, LeaseBook, LeaseFile
@@ -65,7 +65,7 @@ class MarkdownStore:
     name = "markdown"
 
     def __init__(
-        self, path: Path, *, policy: Policy = Policy(), lock_timeout: float = 30.0, durable: bool = True,
+        self, path: Path, *, policy: Policy = DEFAULT_POLICY, lock_timeout: float = 30.0, durable: bool = True,
         default_lease: float = 300.0, rng: random.Random | None = None,
     ) -> None:  # fmt: skip
         self.path = Path(path)

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from orchestrator import model
 from orchestrator.errors import BusyError, DuplicateIdError, MissingPathError, NotFoundError, SchemaError
-from orchestrator.model import Claim, Item, Policy, Status
+from orchestrator.model import DEFAULT_POLICY, Claim, Item, Policy, Status
 from orchestrator.store.base import Change, Event
 from orchestrator.timeutil import now_iso, parse_iso
 
@@ -115,7 +115,7 @@ class SqliteStore:
     name = "sqlite"
 
     def __init__(
-        self, path: Path, *, policy: Policy = Policy(), durable: bool = False, busy_timeout: float = 30.0,
+        self, path: Path, *, policy: Policy = DEFAULT_POLICY, durable: bool = False, busy_timeout: float = 30.0,
         rng: random.Random | None = None, create: bool = True, default_lease: float = 300.0,
     ) -> None:  # fmt: skip
         self.path = Path(path)
