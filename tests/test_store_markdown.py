@@ -195,3 +195,46 @@ def test_group_write_permission_survives_the_umask(queue_file):
     finally:
         os.umask(old)
     assert queue_file.stat().st_mode & 0o777 == 0o664
+
+
+def test_heartbeats_live_in_orch_runtime_state_not_in_the_queue(queue_file):
+    store = MarkdownStore(queue_file)
+    claim = store.claim("w9", lease=30, now=1_800_000_000)
+    before = queue_file.read_bytes()
+    store.heartbeat(claim.item.id, "w9", lease=30, attempt=claim.attempt, now=1_800_000_010)
+    assert queue_file.read_bytes() == before
+    assert '"until": 1800000040' in (queue_file.parent / ".orch" / "leases.json").read_text()
+
+
+def test_a_lost_lease_file_falls_back_to_the_start_time(queue_file):
+    store = MarkdownStore(queue_file, default_lease=300)
+    (queue_file.parent / ".orch").mkdir(exist_ok=True)
+    (queue_file.parent / ".orch" / "leases.json").write_text("{torn")
+    # ORCH-002 started 2026-11-25T10:00:00Z with no lease record: its lease ends 300 s later.
+    started = 1_795_600_800
+    assert store.lease_until("ORCH-002") == started + 300
+    assert store.reap(now=started + 299) == []
+    assert [item.id for item in store.reap(now=started + 301)] == ["ORCH-002"]
+
+
+def test_without_attempt_columns_a_failure_is_final(tmp_path):
+    path = tmp_path / "QUEUE.md"
+    path.write_text("| id | status | owner | notes |\n| --- | --- | --- | --- |\n| a | PENDING | | |\n")
+    store = MarkdownStore(path)
+    claim = store.claim("w", lease=30)
+    failed = store.fail("a", "w", note="error:x", attempt=claim.attempt)
+    assert failed.status is Status.FAILED
+    assert operations.retry(store, "a").status is Status.PENDING
+    assert store.claim("w", lease=30).attempt == 2  # attempt numbers still count up, in .orch/
+
+
+def test_markdown_retry_respects_the_budget_where_the_queue_keeps_one(tmp_path):
+    path = tmp_path / "QUEUE.md"
+    path.write_text(
+        "| id | status | attempts | max_attempts | notes |\n| --- | --- | --- | --- | --- |\n"
+        "| a | FAILED | 2 | 2 | |\n| b | BLOCKED | 1 | | |\n"
+    )
+    store = MarkdownStore(path)
+    with pytest.raises(Exception, match="2 of 2 attempts"):
+        operations.retry(store, "a")
+    assert operations.retry(store, "b").status is Status.PENDING
