@@ -144,13 +144,28 @@ def workers(app: App, as_json: bool) -> None:
 
 
 @cli.command()
-@id_option
+@click.argument("what", required=False, type=click.Choice(["all"]), metavar="[all]")
+@click.option("--id", "item_id", metavar="ID", help="The item to cancel.")
+@click.option("--job", metavar="JOB", help="Cancel every PENDING or IN_PROGRESS item of this work order.")
+@click.option("--grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Seconds a running agent gets after SIGTERM before SIGKILL.")  # fmt: skip
 @json_option
 @pass_app
-def cancel(app: App, item_id: str, as_json: bool) -> None:
-    """Cancel a PENDING or IN_PROGRESS item: it becomes BLOCKED, noted cancelled_by_operator."""
-    item = operations.cancel(app.store, item_id)
-    click.echo(render.item_json(item) if as_json else render.transition(item))
+def cancel(app: App, what: str | None, item_id: str | None, job: str | None, grace: float, as_json: bool) -> None:
+    """Cancel an item (--id), every running item (all) or a work order (--job).
+
+    PENDING or IN_PROGRESS items become BLOCKED, noted cancelled_by_operator;
+    their running agents are stopped (SIGTERM, then SIGKILL after --grace).
+    """
+    chosen = [name for name, on in (("--id", item_id), ("all", what), ("--job", job)) if on]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --id ID, all, or --job JOB")
+    items = operations.cancel_many(app.store, app.root / ".orch", item_id=item_id, everything=bool(what),
+                                   job=job, grace=grace)  # fmt: skip
+    if as_json:
+        click.echo(render.as_json([item.as_dict() for item in items]) if not item_id else render.item_json(items[0]))
+    else:
+        click.echo("\n".join(render.transition(item) for item in items) or "nothing to cancel")
 
 
 @cli.command()
@@ -166,12 +181,15 @@ def replan(app: App, item_id: str, notes: str, as_json: bool) -> None:
 
 @cli.command()
 @id_option
+@click.option("--run", "run_now", is_flag=True, help="Then run the item at once (reset + run).")
 @json_option
 @pass_app
-def retry(app: App, item_id: str, as_json: bool) -> None:
+def retry(app: App, item_id: str, run_now: bool, as_json: bool) -> None:
     """Return a FAILED or BLOCKED item to PENDING (with --db: the retry policy decides)."""
     item = operations.retry(app.store, item_id)
     click.echo(render.item_json(item) if as_json else render.transition(item))
+    if run_now:
+        _run(app, RunSettings(item_id=item_id, once=True, ignore_backoff=True))
 
 
 @cli.command()
@@ -312,3 +330,62 @@ def import_queue(app: App, source: Path, as_json: bool) -> None:
     added, replaced = operations.import_queue(app.store, source)
     report = {"from": str(source), "added": added, "replaced": replaced}
     click.echo(render.as_json(report) if as_json else f"imported from {source}: {added} added, {replaced} updated")
+
+
+# --- running jobs -------------------------------------------------------------------
+
+
+@dataclass
+class RunSettings:
+    """``orch run``'s options, as given."""
+
+    item_id: str | None = None
+    job: str | None = None
+    workers: int = 1
+    job_timeout: float | None = None
+    max_steps: int | None = None
+    once: bool = False
+    ignore_backoff: bool = False
+
+
+def _run(app: App, settings: RunSettings) -> None:
+    from orchestrator.runner import Runner, RunOptions
+
+    options = RunOptions(
+        workers=settings.workers, item_id=settings.item_id, job=settings.job, once=settings.once,
+        job_timeout=settings.job_timeout, max_steps=settings.max_steps,
+    )  # fmt: skip
+    if settings.ignore_backoff:
+        operations.clear_backoff(app.store, settings.item_id)
+    runner = Runner(app.store, app.config, app.root, options, report=lambda line: click.echo(line))
+    try:
+        outcomes = runner.run()
+    except KeyboardInterrupt:
+        runner.stop()
+        click.echo("interrupted: running attempts were cancelled and their items released", err=True)
+        raise SystemExit(130) from None
+    click.echo(render.run_summary(outcomes, app.store))
+
+
+@cli.command()
+@click.option("--id", "item_id", metavar="ID", help="Run only this item.")
+@click.option("--job", metavar="JOB", help="Run only the items of this work order.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Attempts at once.")
+@click.option("--job-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stop an attempt after this long (default: orch.yaml job_timeout, 3600).")  # fmt: skip
+@click.option("--max-steps", type=click.IntRange(min=1), metavar="N",
+              help="Worker/supervisor rounds before asking a human (default: orch.yaml max_steps, 6).")  # fmt: skip
+@click.option("--once", is_flag=True, help="Run one item, then stop.")
+@pass_app
+def run(app: App, item_id: str | None, job: str | None, workers: int, job_timeout: float | None,
+        max_steps: int | None, once: bool) -> None:  # fmt: skip
+    """Claim runnable items and run each in its own git worktree until none is left.
+
+    Each attempt runs on branch orch/<id>/<attempt> in .orch/worktrees/<id>/<attempt>:
+    a worker step, then a supervisor step, until the supervisor says SUCCESS
+    (the item becomes DONE) or INTERVENTION_REQUIRED (BLOCKED), max steps run
+    out (BLOCKED), the job times out (FAILED), or it is cancelled. Evidence is
+    committed after every step; .orch/runs/<id>/<attempt>/job_manifest.json
+    holds the attempt's history.
+    """
+    _run(app, RunSettings(item_id, job, workers, job_timeout, max_steps, once or bool(item_id)))

@@ -130,3 +130,11 @@ class AgentError(OrchError):
 
 class AgentTimeoutError(AgentError):
     """An agent step or the whole job ran past its timeout."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(message)
+
+
+class AgentCancelledError(AgentError):
+    """The step was stopped because its item was cancelled or its lease lost."""

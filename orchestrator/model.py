@@ -27,6 +27,7 @@ class Status(str, Enum):
 
 STATUS_WORDS = tuple(status.value for status in Status)
 TERMINAL = frozenset({Status.DONE, Status.FAILED})
+CANCELLABLE = frozenset({Status.PENDING, Status.IN_PROGRESS})
 
 
 @dataclass(slots=True)

@@ -62,6 +62,34 @@ def cancel(store: Store, item_id: str, *, actor: str = ACTOR_CLI) -> Item:
     return store.update(model.check_id(item_id), model.cancel, actor=actor, event="CANCELED")
 
 
+def cancel_many(store: Store, runtime: Path, *, item_id: str | None = None, everything: bool = False,
+                job: str | None = None, grace: float = 5.0) -> list[Item]:  # fmt: skip
+    """Cancel one item, every running item, or a work order's open items; stop their agents."""
+    from orchestrator.procs import ProcessRegistry
+
+    if item_id:
+        chosen = [model.check_id(item_id)]
+    elif everything:
+        chosen = [item.id for item in store.items(Status.IN_PROGRESS)]
+    else:
+        chosen = [item.id for item in store.items() if item.job == job and item.status in model.CANCELLABLE]
+    cancelled = [cancel(store, chosen_id) for chosen_id in chosen]
+    registry = ProcessRegistry(runtime)
+    for item in cancelled:
+        registry.stop_item(item.id, grace)
+    return cancelled
+
+
+def clear_backoff(store: Store, item_id: str) -> Item:
+    """Let a retried item run now (``retry --run``): the operator is waiting for it."""
+    from dataclasses import replace
+
+    def change(item: Item) -> Item:
+        return replace(item, retry_not_before=None)
+
+    return store.update(model.check_id(item_id), change, actor=ACTOR_CLI, event="RUN_NOW")
+
+
 def replan(store: Store, item_id: str, notes: str, *, actor: str = ACTOR_CLI) -> Item:
     """Record why, and move to BLOCKED (if running) or PENDING."""
     if not notes.strip():

@@ -95,3 +95,14 @@ def item_json(item: Item, events: list[Event] | None = None) -> str:
 
 def problems_json(path: str, problems: list[Problem], count: int) -> dict:
     return {"path": path, "ok": not problems, "items": count, "problems": [p.as_dict() for p in problems]}
+
+
+def run_summary(outcomes: list, store) -> str:
+    """What a run did, then the queue's status and where to look."""
+    from orchestrator.operations import summarize
+
+    lines = [f"run finished: {len(outcomes)} attempt{'s' * (len(outcomes) != 1)}"]
+    for outcome in outcomes:
+        where = f" branch {outcome.branch}" if outcome.branch else ""
+        lines.append(f"- {outcome.item_id} attempt {outcome.attempt}: {outcome.state}{where} ({outcome.manifest})")
+    return "\n".join([*lines, status_text(summarize(store))])

@@ -1,0 +1,160 @@
+"""CommandAgent: runs an agent CLI from an argv template, never through a shell.
+
+The prompt reaches the agent on stdin and as ``{prompt_file}``; row text is
+data, so it only ever fills whole argv items. The agent runs in its own
+process group, registered under ``.orch/procs/``; a timeout or a cancel stops
+the whole group (SIGTERM, a grace period, SIGKILL), and so does the end of a
+step, so nothing it started is left running.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.agents.base import StepRequest, StepResult
+from orchestrator.errors import AgentCancelledError, AgentError, AgentTimeoutError, ConfigError
+from orchestrator.procs import AgentProcess, ProcessRegistry, start_time, stop_group, this_runner
+
+PLACEHOLDERS = ("prompt_file", "workdir", "id", "role", "step", "attempt", "verdict_file")
+TAIL_BYTES = 64 * 1024
+POLL_SECONDS = 0.05
+
+
+def fill(template: tuple[str, ...], request: StepRequest) -> list[str]:
+    """The argv for one step: placeholders replaced inside each item, nothing else."""
+    values = {
+        "prompt_file": str(request.prompt_file), "workdir": str(request.workdir), "id": request.item_id,
+        "role": request.role, "step": str(request.step), "attempt": str(request.attempt),
+        "verdict_file": str(request.verdict_file),
+    }  # fmt: skip
+    argv = []
+    for part in template:
+        for name, value in values.items():
+            part = part.replace("{" + name + "}", value)
+        argv.append(part)
+    return argv
+
+
+def step_env(request: StepRequest, extra: dict[str, str]) -> dict[str, str]:
+    """The agent's environment: ours, the agent's own settings, and ``ORCH_*`` facts."""
+    return {
+        **os.environ, **extra, **request.env,
+        "ORCH_ID": request.item_id, "ORCH_ROLE": request.role, "ORCH_STEP": str(request.step),
+        "ORCH_ATTEMPT": str(request.attempt), "ORCH_WORKDIR": str(request.workdir),
+        "ORCH_PROMPT_FILE": str(request.prompt_file), "ORCH_VERDICT_FILE": str(request.verdict_file),
+    }  # fmt: skip
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 16):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def read_tail(path: Path, limit: int = TAIL_BYTES) -> str:
+    """The last ``limit`` bytes of a log, decoded leniently."""
+    size = path.stat().st_size
+    with path.open("rb") as stream:
+        stream.seek(max(0, size - limit))
+        return stream.read().decode("utf-8", errors="replace")
+
+
+@dataclass
+class ProcessRun:
+    """One agent process from start to finish, with its group stopped at the end."""
+
+    argv: list[str]
+    request: StepRequest
+    env: dict[str, str]
+    registry: ProcessRegistry | None
+    grace: float = 5.0
+    started_at: float = field(default_factory=time.monotonic)
+
+    def run(self) -> int:
+        """The exit code; raises on timeout or cancel after stopping the group."""
+        with self.request.prompt_file.open("rb") as stdin, self.request.log_file.open("ab") as log:
+            try:
+                process = subprocess.Popen(
+                    self.argv, cwd=self.request.workdir, stdin=stdin, stdout=log, stderr=subprocess.STDOUT,
+                    env=self.env, start_new_session=True,
+                )  # fmt: skip
+            except OSError as error:
+                raise AgentError(f"cannot start {self.argv[0]}: {error.strerror}") from None
+        entry = self._register(process)
+        try:
+            return self._wait(process)
+        finally:
+            stop_group(process.pid, self.grace)  # children it left behind, too
+            if entry is not None and self.registry is not None:
+                self.registry.unregister(entry)
+
+    def _register(self, process: subprocess.Popen) -> AgentProcess | None:
+        if self.registry is None:
+            return None
+        runner_pid, runner_started = this_runner()
+        entry = AgentProcess(
+            self.request.item_id, self.request.attempt, self.request.role, process.pid, process.pid,
+            start_time(process.pid) or 0, runner_pid, runner_started,
+        )  # fmt: skip
+        self.registry.register(entry)
+        return entry
+
+    def _wait(self, process: subprocess.Popen) -> int:
+        deadline = self.started_at + self.request.timeout_s
+        while True:
+            try:
+                return process.wait(timeout=POLL_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+            if self.request.cancel.is_set():
+                stop_group(process.pid, self.grace)
+                process.wait()
+                raise AgentCancelledError(f"{self.request.role} step {self.request.step} cancelled")
+            if time.monotonic() >= deadline:
+                stop_group(process.pid, self.grace)
+                process.wait()
+                seconds = self.request.timeout_s
+                raise AgentTimeoutError(f"{self.argv[0]} ran past {seconds:g}s", seconds)
+
+
+@dataclass
+class CommandAgent:
+    """Runs ``argv`` (a template) for each step; the prompt goes on stdin."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    registry: ProcessRegistry | None = None
+    grace: float = 5.0
+    parse_output: Callable[[str, int], StepResult] | None = None
+
+    def check(self) -> None:
+        if not self.argv:
+            raise ConfigError(f"agents.{self.name}.argv: give the command to run, as a list")
+        program = self.argv[0]
+        if "{" not in program and shutil.which(program) is None and not Path(program).exists():
+            raise ConfigError(f"agents.{self.name}.argv: program {program!r} not found on PATH")
+
+    def step(self, request: StepRequest) -> StepResult:
+        request.log_file.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        run = ProcessRun(fill(self.argv, request), request, step_env(request, self.env), self.registry, self.grace)
+        code = run.run()
+        digest, size = file_digest(request.log_file)
+        output = read_tail(request.log_file)
+        result = StepResult(output, code, time.monotonic() - started, log_sha256=digest, log_bytes=size)
+        if self.parse_output is not None:
+            parsed = self.parse_output(output, code)
+            result = StepResult(parsed.output, code, result.duration_s, parsed.usage, parsed.verdict, digest, size)
+        return result

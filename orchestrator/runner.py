@@ -1,0 +1,406 @@
+"""The run: claim items, drive each attempt in its own worktree, commit evidence, end it.
+
+``Runner.tick()`` claims one runnable item and starts its attempt on a thread
+(the agents are processes; a thread only waits on them). ``Runner.run()``
+keeps up to ``workers`` attempts going until nothing is runnable (a drain, like
+rq's burst mode), or after one item with ``once``. A heartbeat thread keeps
+every lease alive and stops an attempt whose lease was lost (cancelled or
+reaped). Agents left by a runner that died are stopped at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator import manifest as states
+from orchestrator import prompts
+from orchestrator.agents import Agent, StepRequest, StepResult, get_agent
+from orchestrator.config import Config
+from orchestrator.errors import (
+    AgentCancelledError,
+    AgentError,
+    AgentTimeoutError,
+    ConfigError,
+    LeaseLostError,
+    OrchError,
+)  # fmt: skip
+from orchestrator.manifest import JobManifest
+from orchestrator.model import Claim, Item, Status
+from orchestrator.procs import ProcessRegistry
+from orchestrator.store.base import Store
+from orchestrator.verdict import CONTINUE, INTERVENTION, SUCCESS, Verdict, read_verdict
+from orchestrator.worktree import Worktree, Worktrees, commit_all, copy_file, open_repo, resolve_base, write_json
+
+TRANSCRIPT_CAP = 64 * 1024
+EVIDENCE_DIR = ".orch-evidence"
+
+
+def default_owner() -> str:
+    return f"runner-{os.getpid()}@{socket.gethostname()}"
+
+
+@dataclass
+class RunOptions:
+    """What ``orch run`` was asked to do."""
+
+    workers: int = 1
+    item_id: str | None = None
+    job: str | None = None
+    once: bool = False
+    job_timeout: float | None = None
+    max_steps: int | None = None
+    grace: float = 5.0
+    owner: str = field(default_factory=default_owner)
+    poll: float = 0.1
+    wait_for_retries: bool = True
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended."""
+
+    item_id: str
+    attempt: int
+    state: str
+    note: str
+    steps: int
+    manifest: Path
+    branch: str = ""
+
+
+class Runner:
+    """Claims and runs items; see the module docstring."""
+
+    def __init__(self, store: Store, config: Config, root: Path, options: RunOptions | None = None,
+                 report: Callable[[str], None] = print) -> None:  # fmt: skip
+        self.store, self.config, self.root = store, config, Path(root).resolve()
+        self.options = options or RunOptions()
+        self.report = report
+        self.runtime = self.root / ".orch"
+        self.registry = ProcessRegistry(self.runtime)
+        self.repo = open_repo(self.root)
+        self.base = resolve_base(self.repo, config.base_ref)
+        self.worktrees = Worktrees(self.repo, self.runtime, config.worktree_pool)
+        self.agents: dict[str, Agent] = {}
+        self.active: dict[str, tuple[threading.Thread, threading.Event, Claim]] = {}
+        self.outcomes: list[Outcome] = []
+        self._done = threading.Condition()
+        self._stop = threading.Event()
+        self.check()
+
+    # --- configuration ------------------------------------------------------------
+
+    def agent(self, name: str) -> Agent:
+        if name not in self.agents:
+            spec = self.config.agents.get(name)
+            if spec is None:
+                raise ConfigError(f"{self.config.path}: no agent named {name!r} under agents")
+            self.agents[name] = get_agent(spec, self.registry, self.options.grace)
+            self.agents[name].check()
+        return self.agents[name]
+
+    def check(self) -> None:
+        """Fail before claiming anything if the worker or supervisor cannot run."""
+        for role in ("worker", "supervisor"):
+            name = getattr(self.config, role)
+            if not name:
+                raise ConfigError(f"{self.config.path}: {role}: name the agent for {role} steps (see orch init)")
+            self.agent(name)
+
+    # --- claiming and driving -----------------------------------------------------
+
+    def tick(self, now: float | None = None) -> Claim | None:
+        """Claim one runnable item and start its attempt; None if nothing is runnable."""
+        claim = self.store.claim(self.options.owner, lease=self.config.lease, now=now,
+                                 item_id=self.options.item_id, job=self.options.job)  # fmt: skip
+        if claim is None:
+            return None
+        cancel = threading.Event()
+        attempt = Attempt(self, claim, cancel)
+        thread = threading.Thread(target=self._drive, args=(attempt,), name=f"orch-{claim.item.id}", daemon=True)
+        self.active[claim.item.id] = (thread, cancel, claim)
+        thread.start()
+        return claim
+
+    def _drive(self, attempt: Attempt) -> None:
+        try:
+            outcome = attempt.execute()
+        finally:
+            with self._done:
+                self.active.pop(attempt.item.id, None)
+                self._done.notify_all()
+        self.outcomes.append(outcome)
+
+    def run(self) -> list[Outcome]:
+        """Run until nothing is runnable (or one item with ``once``); returns every outcome."""
+        stopped = self.registry.stop_orphans(self.options.grace)
+        for entry in stopped:
+            self.report(f"stopped agent pid {entry.pid} of {entry.item_id} left by a runner that died")
+        beat = threading.Thread(target=self._heartbeats, name="orch-heartbeat", daemon=True)
+        beat.start()
+        try:
+            self._loop()
+        finally:
+            self._stop.set()
+        return self.outcomes
+
+    def _loop(self) -> None:
+        started = 0
+        while not self._stop.is_set():
+            while len(self.active) < self.options.workers and not (self.options.once and started):
+                if self.tick() is None:
+                    break
+                started += 1
+            if not self.active:
+                if self.options.once and started:
+                    return
+                wait = self._retry_wait()
+                if wait is None:
+                    return
+                self.report(f"waiting {wait:.0f}s for a retry backoff to pass")
+                self._stop.wait(min(wait, 5.0))
+                continue
+            with self._done:
+                self._done.wait(timeout=1.0)
+
+    def _retry_wait(self) -> float | None:
+        """Seconds until a PENDING item's backoff ends (only items that could then run), or None."""
+        if not self.options.wait_for_retries:
+            return None
+        now = time.time()
+        done = {item.id.lower() for item in self.store.items(Status.DONE)}
+        waits = [
+            item.retry_not_before - now
+            for item in self.store.items(Status.PENDING)
+            if item.retry_not_before and item.retry_not_before > now
+            and all(dep.lower() in done for dep in item.depends_on)
+            and (not self.options.item_id or item.id == self.options.item_id)
+            and (not self.options.job or item.job == self.options.job)
+        ]  # fmt: skip
+        return max(0.05, min(waits)) if waits else None
+
+    def stop(self) -> None:
+        """Ask the run to end: running attempts are cancelled and released."""
+        self._stop.set()
+        for _, cancel, _ in list(self.active.values()):
+            cancel.set()
+
+    def _heartbeats(self) -> None:
+        interval = self.config.heartbeat or max(0.2, self.config.lease / 3)
+        while not self._stop.wait(interval):
+            for item_id, (_, cancel, claim) in list(self.active.items()):
+                try:
+                    self.store.heartbeat(item_id, self.options.owner, lease=self.config.lease,
+                                         attempt=claim.attempt)  # fmt: skip
+                except LeaseLostError:
+                    cancel.set()
+                except OrchError as error:
+                    self.report(f"{item_id}: heartbeat failed: {error}")
+
+
+class Attempt:
+    """One attempt of one item: the worker/supervisor loop and its evidence."""
+
+    def __init__(self, runner: Runner, claim: Claim, cancel: threading.Event) -> None:
+        self.runner, self.claim, self.cancel = runner, claim, cancel
+        self.item: Item = claim.item
+        self.options, self.config, self.store = runner.options, runner.config, runner.store
+        self.owner = self.options.owner
+        self.run_dir = runner.runtime / "runs" / self.item.id / str(claim.attempt)
+        self.manifest = JobManifest(self.run_dir / "job_manifest.json", self.item.id, claim.attempt, self.owner)
+        self.deadline = time.monotonic() + (self.options.job_timeout or self.config.job_timeout)
+        self.worktree: Worktree | None = None
+        self.steps = 0
+
+    def say(self, message: str) -> None:
+        self.runner.report(f"{self.item.id} {message}")
+
+    def execute(self) -> Outcome:
+        note = ""
+        try:
+            note = self._loop()
+        except AgentCancelledError:
+            note = self._cancelled()
+        except AgentTimeoutError as error:
+            note = self._end(states.FAILED, f"timeout:{error.seconds:g}s", str(error), retryable=False)
+        except AgentError as error:
+            note = self._end(states.FAILED, f"error:{_short(str(error))}", str(error), retryable=True)
+        except Exception as error:  # a bug in orch itself: record it, free the item, keep the runner alive
+            self.manifest.history.append({"traceback": traceback.format_exc()})
+            note = self._end(states.FAILED, f"error:orch {type(error).__name__}", repr(error), retryable=True)
+        finally:
+            if self.worktree is not None and self.manifest.state in states.END_STATES:
+                self.runner.worktrees.finish(self.worktree)
+        return Outcome(self.item.id, self.claim.attempt, self.manifest.state, note, self.steps,
+                       _shown(self.manifest.path), self.worktree.branch if self.worktree else "")  # fmt: skip
+
+    def _loop(self) -> str:
+        self.worktree = self.runner.worktrees.create(self.item.id, self.claim.attempt, self.runner.base)
+        self.manifest.branch, self.manifest.worktree = self.worktree.branch, str(self.worktree.path)
+        self.manifest.base = self.worktree.base
+        self.manifest.note(states.RUNNING, f"claimed by {self.owner}")
+        self.say(f"attempt {self.claim.attempt} started in {_shown(self.worktree.path)} on {self.worktree.branch}")
+        max_steps = self.options.max_steps or self.config.max_steps
+        feedback = ""
+        for step in range(1, max_steps + 1):
+            self.steps = step
+            verdict = self._step(step, feedback)
+            if verdict.verdict == SUCCESS:
+                return self._end(states.SUCCESS, "", verdict.reason)
+            if verdict.verdict == INTERVENTION:
+                return self._end(states.INTERVENTION_REQUIRED, f"intervention:{_short(verdict.reason)}",
+                                 verdict.reason)  # fmt: skip
+            feedback = verdict.feedback or verdict.reason
+        why = f"max steps reached ({max_steps})"
+        return self._end(states.INTERVENTION_REQUIRED, f"intervention:{why}", why)
+
+    def _step(self, step: int, feedback: str) -> Verdict:
+        worker_name = self.item.agent or self.config.worker
+        record: dict = {"step": step, "started": time.time()}
+        try:
+            worker = self._call(worker_name, "worker", step, prompts.worker_prompt(self.item, step, feedback))
+            record["worker"] = {"agent": worker_name, **worker.as_dict()}
+            diff = self._diff_stat()
+            prompt = prompts.supervisor_prompt(self.item, step, worker.output, diff)
+            supervisor = self._call(self.config.supervisor, "supervisor", step, prompt)
+            record["supervisor"] = {"agent": self.config.supervisor, **supervisor.as_dict()}
+            verdict = read_verdict(supervisor.output, supervisor.exit_code, self._verdict_file(step),
+                                   supervisor.verdict, judge_by_exit_code=True)  # fmt: skip
+        except AgentError as error:
+            self._commit(step, record, type(error).__name__.replace("Agent", "").replace("Error", "").upper()
+                         or "ERROR", str(error))  # fmt: skip
+            raise
+        record["verdict"] = verdict.as_dict()
+        self._commit(step, record, verdict.verdict, verdict.reason)
+        self.say(f"step {step}: {verdict.verdict}" + (f" - {_short(verdict.reason, 100)}" if verdict.reason else ""))
+        return verdict
+
+    def _folder(self, step: int) -> Path:
+        return self.run_dir / f"step-{step:02d}"
+
+    def _verdict_file(self, step: int) -> Path:
+        return self._folder(step) / "verdict.json"
+
+    def _call(self, agent_name: str, role: str, step: int, prompt: str) -> StepResult:
+        agent = self.runner.agent(agent_name)
+        folder = self._folder(step)
+        folder.mkdir(parents=True, exist_ok=True)
+        prompt_file = folder / f"{role}.prompt.md"
+        prompt_file.write_text(prompt, encoding="utf-8")
+        left = self.deadline - time.monotonic()
+        spec_timeout = self.config.agents[agent_name].timeout
+        if left <= 0:
+            raise AgentTimeoutError("the job ran out of time", self._job_timeout())
+        request = StepRequest(
+            self.item.id, self.claim.attempt, step, role, prompt, self.worktree.path, min(spec_timeout, left),
+            prompt_file, folder / f"{role}.log", self._verdict_file(step), self.cancel,
+        )  # fmt: skip
+        try:
+            result = agent.step(request)
+        except AgentTimeoutError as error:
+            if left < spec_timeout:
+                raise AgentTimeoutError(f"the job ran past --job-timeout {self._job_timeout():g}s",
+                                        self._job_timeout()) from error  # fmt: skip
+            raise
+        finally:
+            self._check_still_ours()
+        return result
+
+    def _job_timeout(self) -> float:
+        return self.options.job_timeout or self.config.job_timeout
+
+    def _check_still_ours(self) -> None:
+        """Raise ``AgentCancelledError`` if an operator or the reaper took the item away."""
+        if self.cancel.is_set():
+            raise AgentCancelledError("cancelled")
+        try:
+            item = self.store.get(self.item.id)
+        except OrchError:
+            return
+        if item.status is not Status.IN_PROGRESS or item.owner != self.owner:
+            self.cancel.set()
+            raise AgentCancelledError(f"the item is {item.status.value} now")
+
+    def _diff_stat(self) -> str:
+        from git import Repo
+
+        repo = Repo(self.worktree.path)
+        repo.git.add("--all")
+        return repo.git.diff("--cached", "--stat", "HEAD")
+
+    def _commit(self, step: int, record: dict, word: str, reason: str) -> None:
+        if self.worktree is None:
+            return
+        evidence = (
+            self.worktree.path / EVIDENCE_DIR / self.item.id / f"attempt-{self.claim.attempt}" / f"step-{step:02d}"
+        )
+        folder = self._folder(step)
+        for name in ("worker.prompt.md", "supervisor.prompt.md", "verdict.json"):
+            if (folder / name).exists():
+                copy_file(folder / name, evidence / name)
+        for role in ("worker", "supervisor"):
+            if (folder / f"{role}.log").exists():
+                copy_file(folder / f"{role}.log", evidence / f"{role}.transcript.txt", TRANSCRIPT_CAP)
+        record["ended"] = time.time()
+        write_json(evidence / "step.json", record)
+        trailers = [f"Orch-Item: {self.item.id}", f"Orch-Attempt: {self.claim.attempt}", f"Orch-Step: {step}",
+                    f"Orch-Verdict: {word}"]  # fmt: skip
+        for role in ("worker", "supervisor"):
+            digest = record.get(role, {}).get("log_sha256")
+            if digest:
+                trailers.append(f"Orch-{role.title()}-Log-Sha256: {digest}")
+        body = _short(reason, 200)
+        message = f"{self.item.id} step {step}: {word}\n\n" + (f"{body}\n\n" if body else "") + "\n".join(trailers)
+        record["commit"] = commit_all(self.worktree.path, message)
+        self.manifest.add_step(record)
+
+    def _end(self, state: str, note: str, message: str, retryable: bool = True) -> str:
+        """Move the row for this outcome and record it; returns the note written."""
+        item_id, owner, attempt = self.item.id, self.owner, self.claim.attempt
+        try:
+            if state == states.SUCCESS:
+                self.store.complete(item_id, owner, attempt=attempt)
+                note = f"done:{attempt}"
+            elif state == states.INTERVENTION_REQUIRED:
+                self.store.block(item_id, owner, note=note, attempt=attempt)
+            else:
+                after = self.store.fail(item_id, owner, note=note, attempt=attempt, retryable=retryable)
+                if after.status is Status.PENDING:
+                    message += f" (retry {after.attempts + 1} after the backoff)"
+                elif note.startswith("timeout:"):
+                    message += (f"; raise --job-timeout or agents.<name>.timeout, then "
+                                f"`orch retry --id {item_id}`")  # fmt: skip
+        except LeaseLostError:
+            return self._cancelled()
+        self.manifest.note(state, message)
+        self.say(f"{state} ({note or message}) after {self.steps} step{'s' * (self.steps != 1)}")
+        return note
+
+    def _cancelled(self) -> str:
+        self.manifest.note(states.CANCELED, "the item was cancelled or its lease was lost")
+        self.say("CANCELED")
+        return "cancelled"
+
+
+def _shown(path: Path) -> Path:
+    """A path relative to the current folder when it is inside it, for messages."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def _short(text: str, limit: int = 120) -> str:
+    """One line, at most ``limit`` characters: fit for a note or a commit trailer."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+__all__ = ["CONTINUE", "Outcome", "RunOptions", "Runner"]

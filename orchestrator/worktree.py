@@ -1,0 +1,157 @@
+"""Git worktrees for attempts: create (or recycle from a pool), commit evidence, remove.
+
+Git is driven through GitPython's ``repo.git`` (the git CLI): its index API
+commits several times slower on big trees. Branches are ``orch/<id>/<attempt>``
+and worktrees ``.orch/worktrees/<id>/<attempt>``; ids were validated before
+they got here, so they are safe as path parts and branch names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.errors import AgentError, BadInputError
+
+FALLBACK_IDENTITY = ("orch", "orch@localhost")
+
+
+def _git_error(error: Exception, what: str) -> AgentError:
+    detail = getattr(error, "stderr", "") or str(error)
+    return AgentError(f"git {what} failed: {str(detail).strip()[:300]}")
+
+
+def open_repo(root: Path):
+    """The GitPython repo at ``root``; bad input if it is not a git repository."""
+    from git import InvalidGitRepositoryError, NoSuchPathError, Repo
+
+    try:
+        return Repo(root, search_parent_directories=True)
+    except (InvalidGitRepositoryError, NoSuchPathError):
+        raise BadInputError(f"{root}: not inside a git repository (orch run needs one for worktrees)") from None
+
+
+def resolve_base(repo, ref: str = "") -> str:
+    """The commit sha of ``ref`` (default: the current HEAD)."""
+    from git import GitCommandError
+
+    try:
+        return repo.git.rev_parse("--verify", f"{ref or 'HEAD'}^{{commit}}")
+    except GitCommandError:
+        raise BadInputError(f"base ref {ref or 'HEAD'!r} is not a commit in {repo.working_dir}") from None
+
+
+@dataclass(frozen=True)
+class Worktree:
+    """One attempt's checkout."""
+
+    path: Path
+    branch: str
+    base: str
+
+
+class Worktrees:
+    """Creates attempt worktrees under ``.orch/worktrees``; recycles clean ones when pooling."""
+
+    def __init__(self, repo, runtime_dir: Path, pool_size: int = 0) -> None:
+        self.repo = repo
+        self.root = Path(runtime_dir) / "worktrees"
+        self.pool_dir = Path(runtime_dir) / "pool"
+        self.pool_size = pool_size
+
+    def create(self, item_id: str, attempt: int, base: str) -> Worktree:
+        from git import GitCommandError
+
+        path = self.root / item_id / str(attempt)
+        branch = f"orch/{item_id}/{attempt}"
+        recycled = self._from_pool(path, branch, base)
+        if recycled is not None:
+            return recycled
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.repo.git.worktree("add", "--quiet", "-b", branch, str(path), base)
+        except GitCommandError as error:
+            raise _git_error(error, f"worktree add {path}") from None
+        return Worktree(path, branch, base)
+
+    def _from_pool(self, path: Path, branch: str, base: str) -> Worktree | None:
+        """A finished, clean worktree moved into place and reset to ``base`` on the new branch."""
+        from git import GitCommandError, Repo
+
+        if not self.pool_size or not self.pool_dir.is_dir():
+            return None
+        for spare in sorted(self.pool_dir.iterdir()):
+            claimed = spare.with_name(f"{spare.name}.taken.{os.getpid()}")
+            try:
+                spare.rename(claimed)  # atomic: two runners never take the same spare
+            except OSError:
+                continue
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.repo.git.worktree("move", str(claimed), str(path))
+                Repo(path).git.checkout("--quiet", "--force", "-B", branch, base)
+                Repo(path).git.clean("-fdxq")
+                return Worktree(path, branch, base)
+            except GitCommandError:
+                self.repo.git.worktree("remove", "--force", str(claimed if claimed.exists() else path))
+        return None
+
+    def finish(self, worktree: Worktree) -> bool:
+        """Return a clean finished worktree to the pool (detached); False if it stays where it is."""
+        from git import GitCommandError, Repo
+
+        if not self.pool_size:
+            return False
+        spares = [p for p in self.pool_dir.iterdir()] if self.pool_dir.is_dir() else []
+        if len(spares) >= self.pool_size:
+            return False
+        repo = Repo(worktree.path)
+        if repo.is_dirty(untracked_files=True):
+            return False
+        self.pool_dir.mkdir(parents=True, exist_ok=True)
+        spare = self.pool_dir / f"spare-{os.getpid()}-{os.urandom(3).hex()}"
+        try:
+            repo.git.checkout("--quiet", "--detach")
+            self.repo.git.worktree("move", str(worktree.path), str(spare))
+        except GitCommandError:
+            return False
+        return True
+
+
+def commit_all(path: Path, message: str) -> str:
+    """Stage everything in the worktree and commit it (even if empty); returns the sha."""
+    from git import GitCommandError, Repo
+
+    repo = Repo(path)
+    identity = []
+    reader = repo.config_reader()
+    if not reader.get_value("user", "name", "") or not reader.get_value("user", "email", ""):
+        identity = ["-c", f"user.name={FALLBACK_IDENTITY[0]}", "-c", f"user.email={FALLBACK_IDENTITY[1]}"]
+    try:
+        repo.git.add("--all")
+        repo.git.execute(["git", *identity, "commit", "--quiet", "--no-verify", "--allow-empty", "-m", message])
+        return repo.git.rev_parse("HEAD")
+    except GitCommandError as error:
+        raise _git_error(error, "commit") from None
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically (temp file, then replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(temp, path)
+
+
+def copy_file(source: Path, target: Path, limit: int | None = None) -> None:
+    """Copy a file, keeping at most its last ``limit`` bytes."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if limit is None or source.stat().st_size <= limit:
+        shutil.copyfile(source, target)
+        return
+    with source.open("rb") as stream:
+        stream.seek(source.stat().st_size - limit)
+        target.write_bytes(stream.read())
