@@ -389,3 +389,23 @@ def run(app: App, item_id: str | None, job: str | None, workers: int, job_timeou
     holds the attempt's history.
     """
     _run(app, RunSettings(item_id, job, workers, job_timeout, max_steps, once or bool(item_id)))
+
+
+@cli.command()
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to make the demo repository (new or empty). Default: a new temp folder.")  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=3, show_default=True, help="Attempts at once.")
+def demo(folder: Path | None, workers: int) -> None:
+    """The main job, offline: a real repo, a queue of six tasks, real worktrees and commits.
+
+    Scripted agents really edit a small program; the supervisor really runs its
+    tests. One task takes two steps, one fails once and passes on retry, one ends
+    INTERVENTION_REQUIRED. Ends with the queue's status and where to look.
+    """
+    from orchestrator import demo as demo_job
+    from orchestrator.store.markdown import MarkdownStore
+
+    target = folder or demo_job.default_folder()
+    outcomes = demo_job.run(target, workers, click.echo)
+    click.echo(render.run_summary(outcomes, MarkdownStore(target / QUEUE_NAME)))
+    click.echo(demo_job.where_to_look(target))

@@ -267,6 +267,8 @@ class Attempt:
         try:
             worker = self._call(worker_name, "worker", step, prompts.worker_prompt(self.item, step, feedback))
             record["worker"] = {"agent": worker_name, **worker.as_dict()}
+            if worker.exit_code != 0:
+                raise AgentError(f"{worker_name} exited {worker.exit_code}: {_short(worker.output[-300:], 160)}")
             diff = self._diff_stat()
             prompt = prompts.supervisor_prompt(self.item, step, worker.output, diff)
             supervisor = self._call(self.config.supervisor, "supervisor", step, prompt)
