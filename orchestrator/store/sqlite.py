@@ -2,7 +2,7 @@
 
 WAL mode; every write is one ``BEGIN IMMEDIATE`` transaction holding the state
 change and its event. Writers of this process and others first take a sidecar
-``flock`` (``<db>.lock``) so they queue in the kernel instead of polling on
+``flock`` (``<db>-lock``, named like SQLite's own ``-wal`` and ``-shm``) so they queue in the kernel instead of polling on
 SQLite's busy handler; the busy timeout and a retry wrapper still cover any
 other writer, so "database is locked" never reaches a user. The schema is an
 append-only list of migrations applied on open.
@@ -149,7 +149,7 @@ class SqliteStore:
 
     def _file_lock(self) -> int:
         if self._lock_fd is None or self._pid != os.getpid():
-            self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            self._lock_fd = os.open(f"{self.path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
             self._pid = os.getpid()
         return self._lock_fd
 

@@ -1,0 +1,147 @@
+"""The run loop with real git worktrees and real agent processes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestrator import manifest as states
+from orchestrator.errors import ConfigError
+from orchestrator.model import Status
+from tests.runs import PY, config, git, make_repo, row, runner
+
+WRITE_FILE = {"kind": "scripted", "steps": [{"write": {"out.txt": "hello\n"}, "say": "wrote out.txt"}]}
+
+
+@pytest.mark.parametrize("backend", ["markdown", "sqlite"])
+def test_success_path_commits_evidence_once_per_step_and_marks_done(tmp_path, backend):
+    make_repo(tmp_path, [row("A-1", "write a file")], config(WRITE_FILE))
+    run = runner(tmp_path, backend=backend)
+    [outcome] = run.run()
+    assert (outcome.state, outcome.steps, outcome.branch) == (states.SUCCESS, 1, "orch/A-1/1")
+    item = run.store.get("A-1")
+    assert item.status is Status.DONE and item.note_list() == ["done:1"]
+    log = git(tmp_path, "log", "--format=%s", "main..orch/A-1/1").splitlines()
+    assert log == ["A-1 step 1: SUCCESS"]
+    files = git(tmp_path, "show", "--name-only", "--format=", "orch/A-1/1").split()
+    assert "out.txt" in files
+    assert {f.rsplit("/", 1)[1] for f in files if f.startswith(".orch-evidence/A-1/attempt-1/step-01/")} == {
+        "step.json", "verdict.json", "worker.prompt.md", "worker.transcript.txt",
+        "supervisor.prompt.md", "supervisor.transcript.txt",
+    } - {"verdict.json"}  # fmt: skip
+    body = git(tmp_path, "show", "-s", "--format=%B", "orch/A-1/1")
+    assert "Orch-Item: A-1" in body and "Orch-Verdict: SUCCESS" in body and "Orch-Worker-Log-Sha256: " in body
+    data = json.loads((tmp_path / ".orch/runs/A-1/1/job_manifest.json").read_text())
+    assert data["state"] == "SUCCESS" and len(data["steps"]) == 1
+    assert data["steps"][0]["worker"]["exit_code"] == 0
+    assert data["steps"][0]["commit"] == git(tmp_path, "rev-parse", "orch/A-1/1").strip()
+    changed = {line[3:] for line in git(tmp_path, "status", "--porcelain").splitlines()}
+    assert changed <= {"QUEUE.md"}  # the agent's work stays in its worktree
+
+
+def test_supervisor_feedback_reaches_the_next_worker_prompt(tmp_path):
+    supervisor = {"kind": "scripted", "steps": [
+        {"verdict": {"verdict": "CONTINUE", "reason": "not yet", "feedback": "rename x to y"}},
+        {"verdict": {"verdict": "SUCCESS", "reason": "good"}},
+    ]}  # fmt: skip
+    make_repo(tmp_path, [row("A-1")], config(WRITE_FILE, supervisor))
+    [outcome] = runner(tmp_path).run()
+    assert (outcome.state, outcome.steps) == (states.SUCCESS, 2)
+    second = (tmp_path / ".orch/runs/A-1/1/step-02/worker.prompt.md").read_text()
+    assert "rename x to y" in second
+    assert git(tmp_path, "log", "--format=%s", "main..orch/A-1/1").splitlines() == [
+        "A-1 step 2: SUCCESS", "A-1 step 1: CONTINUE",
+    ]  # fmt: skip
+
+
+def test_intervention_blocks_the_item_with_the_reason(tmp_path):
+    supervisor = {"kind": "scripted", "steps": [{"say": "VERDICT: INTERVENTION_REQUIRED needs a product decision"}]}
+    make_repo(tmp_path, [row("A-1")], config(WRITE_FILE, supervisor))
+    run = runner(tmp_path)
+    [outcome] = run.run()
+    assert outcome.state == states.INTERVENTION_REQUIRED
+    assert run.store.get("A-1").note_list() == ["intervention:needs a product decision"]
+
+
+def test_running_out_of_steps_asks_a_human(tmp_path):
+    failing = {"kind": "command", "argv": [PY, "-c", "import sys; print('1 test failed'); sys.exit(1)"]}
+    make_repo(tmp_path, [row("A-1")], config(WRITE_FILE, failing, max_steps=2))
+    run = runner(tmp_path)
+    [outcome] = run.run()
+    assert (outcome.state, outcome.steps) == (states.INTERVENTION_REQUIRED, 2)
+    assert run.store.get("A-1").status is Status.BLOCKED
+    assert "1 test failed" in (tmp_path / ".orch/runs/A-1/1/step-02/worker.prompt.md").read_text()
+
+
+def test_an_unreadable_verdict_fails_closed(tmp_path):
+    supervisor = {
+        "kind": "command",
+        "argv": [PY, "-c", "import os; open(os.environ['ORCH_VERDICT_FILE'], 'w').write('{oops')"],
+    }
+    make_repo(tmp_path, [row("A-1")], config(WRITE_FILE, supervisor))
+    run = runner(tmp_path)
+    assert run.run()[0].state == states.INTERVENTION_REQUIRED
+    assert run.store.get("A-1").note_list() == ["intervention:verdict file is not JSON"]
+
+
+def test_a_crashing_agent_fails_the_attempt_and_is_retried(tmp_path):
+    crash_once = {
+        "kind": "scripted",
+        "steps": [{"write": {"a": "1"}, "on_attempt": {1: {"say": "segfault", "exit": 139}}}],
+    }
+    make_repo(tmp_path, [row("A-1")], config(crash_once, retry={"max_attempts": 2, "backoff_base": 0.01}))
+    run = runner(tmp_path)
+    first, second = run.run()
+    assert (first.state, first.attempt, second.state, second.attempt) == ("FAILED", 1, "SUCCESS", 2)
+    notes = run.store.get("A-1").note_list()
+    assert notes[0] == "error:w exited 139: segfault" and notes[-1] == "done:2"
+
+
+def test_a_step_timeout_stops_the_agent_and_fails_the_item(tmp_path):
+    sleeper = {"kind": "command", "argv": [PY, "-c", "import time; time.sleep(60)"], "timeout": 0.5}
+    make_repo(tmp_path, [row("A-1")], config(sleeper))
+    run = runner(tmp_path)
+    [outcome] = run.run()
+    assert outcome.state == states.FAILED
+    item = run.store.get("A-1")
+    assert item.status is Status.FAILED and item.note_list() == ["timeout:0.5s"]
+    history = json.loads((tmp_path / ".orch/runs/A-1/1/job_manifest.json").read_text())["history"]
+    assert "orch retry --id A-1" in history[-1]["message"]
+    assert run.registry.entries() == []
+
+
+def test_the_job_timeout_bounds_the_whole_attempt(tmp_path):
+    sleeper = {"kind": "command", "argv": [PY, "-c", "import time; time.sleep(60)"]}
+    make_repo(tmp_path, [row("A-1")], config(sleeper))
+    run = runner(tmp_path, job_timeout=0.5)
+    run.run()
+    assert run.store.get("A-1").note_list() == ["timeout:0.5s"]
+
+
+def test_a_prompt_full_of_shell_syntax_reaches_the_agent_verbatim(tmp_path):
+    title = "$(touch pwned) `id` ; rm -rf / && echo $HOME | tee x > y 'q' \"dq\" \\n"
+    echo = {
+        "kind": "command",
+        "argv": [PY, "-c", "import sys, pathlib; pathlib.Path('seen.txt').write_text(sys.stdin.read())", "{id}"],
+    }
+    make_repo(tmp_path, [row("A-1", title.replace("|", "\\|"))], config(echo))
+    run = runner(tmp_path)
+    run.run()
+    seen = (tmp_path / ".orch/worktrees/A-1/1/seen.txt").read_text()
+    assert f"# Task A-1: {title}" in seen
+    assert not (tmp_path / ".orch/worktrees/A-1/1/pwned").exists()
+
+
+def test_a_missing_agent_program_is_a_config_error_before_any_claim(tmp_path):
+    missing = {"kind": "command", "argv": ["no-such-agent-binary-xyz"]}
+    make_repo(tmp_path, [row("A-1")], config(missing))
+    with pytest.raises(ConfigError, match="no-such-agent-binary-xyz"):
+        runner(tmp_path)
+    assert "PENDING" in (tmp_path / "QUEUE.md").read_text()
+
+
+def test_dependencies_run_in_order(tmp_path):
+    make_repo(tmp_path, [row("B", deps="A"), row("A")], config(WRITE_FILE))
+    outcomes = runner(tmp_path, workers=2).run()
+    assert [o.item_id for o in outcomes] == ["A", "B"]
