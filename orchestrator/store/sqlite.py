@@ -2,10 +2,11 @@
 
 WAL mode; every write is one ``BEGIN IMMEDIATE`` transaction holding the state
 change and its event. Writers of this process and others first take a sidecar
-``flock`` (``<db>-lock``, named like SQLite's own ``-wal`` and ``-shm``) so they queue in the kernel instead of polling on
-SQLite's busy handler; the busy timeout and a retry wrapper still cover any
-other writer, so "database is locked" never reaches a user. The schema is an
-append-only list of migrations applied on open.
+``flock`` (``<db>-lock``, named like SQLite's own ``-wal`` and ``-shm``) so
+they queue in the kernel instead of polling on SQLite's busy handler; the
+busy timeout and a retry wrapper still cover any other writer, so "database
+is locked" never reaches a user. The schema is an append-only list of
+migrations applied on open.
 """
 
 from __future__ import annotations
