@@ -267,14 +267,24 @@ class Attempt:
         try:
             worker = self._call(worker_name, "worker", step, prompts.worker_prompt(self.item, step, feedback))
             record["worker"] = {"agent": worker_name, **worker.as_dict()}
+            if worker.intervention:
+                verdict = Verdict(INTERVENTION, worker.intervention, "", "worker")
+                record["verdict"] = verdict.as_dict()
+                self._commit(step, record, verdict.verdict, verdict.reason)
+                return verdict
             if worker.exit_code != 0:
-                raise AgentError(f"{worker_name} exited {worker.exit_code}: {_short(worker.output[-300:], 160)}")
+                tail = _short(worker.output[-300:] or self._stderr_tail(step, "worker"), 160)
+                raise AgentError(f"{worker_name} exited {worker.exit_code}: {tail}")
             diff = self._diff_stat()
             prompt = prompts.supervisor_prompt(self.item, step, worker.output, diff)
             supervisor = self._call(self.config.supervisor, "supervisor", step, prompt)
             record["supervisor"] = {"agent": self.config.supervisor, **supervisor.as_dict()}
-            verdict = read_verdict(supervisor.output, supervisor.exit_code, self._verdict_file(step),
-                                   supervisor.verdict, judge_by_exit_code=True)  # fmt: skip
+            verdict = read_verdict(
+                supervisor.output, supervisor.exit_code, self._verdict_file(step), supervisor.verdict,
+                judge_by_exit_code=getattr(self.runner.agent(self.config.supervisor), "judged_by_exit_code", False),
+            )  # fmt: skip
+            if supervisor.intervention:
+                verdict = Verdict(INTERVENTION, supervisor.intervention, "", "supervisor")
         except AgentError as error:
             self._commit(step, record, type(error).__name__.replace("Agent", "").replace("Error", "").upper()
                          or "ERROR", str(error))  # fmt: skip
@@ -315,6 +325,10 @@ class Attempt:
             self._check_still_ours()
         return result
 
+    def _stderr_tail(self, step: int, role: str) -> str:
+        path = self._folder(step) / f"{role}.stderr.log"
+        return path.read_text(errors="replace")[-300:] if path.exists() else ""
+
     def _job_timeout(self) -> float:
         return self.options.job_timeout or self.config.job_timeout
 
@@ -348,8 +362,9 @@ class Attempt:
             if (folder / name).exists():
                 copy_file(folder / name, evidence / name)
         for role in ("worker", "supervisor"):
-            if (folder / f"{role}.log").exists():
-                copy_file(folder / f"{role}.log", evidence / f"{role}.transcript.txt", TRANSCRIPT_CAP)
+            for log, name in ((f"{role}.log", "transcript"), (f"{role}.stderr.log", "stderr")):
+                if (folder / log).exists() and (name == "transcript" or (folder / log).stat().st_size):
+                    copy_file(folder / log, evidence / f"{role}.{name}.txt", TRANSCRIPT_CAP)
         record["ended"] = time.time()
         write_json(evidence / "step.json", record)
         trailers = [f"Orch-Item: {self.item.id}", f"Orch-Attempt: {self.claim.attempt}", f"Orch-Step: {step}",

@@ -18,7 +18,25 @@ def get_agent(spec: AgentConfig, registry: ProcessRegistry | None = None, grace:
         from orchestrator.agents.scripted import ScriptedAgent
 
         return ScriptedAgent(spec.name, (), dict(spec.env), registry, grace, steps=spec.steps)
+    if spec.kind in ("claude", "codex", "gemini", "cline", "aider"):
+        return _preset(spec, registry, grace)
+    if spec.kind in ("ollama", "openai"):
+        from orchestrator.agents.http import http_agent
+
+        return http_agent(spec)
     raise ConfigError(f"agents.{spec.name}.kind: {spec.kind!r} is not supported by this version of orch")
+
+
+def _preset(spec: AgentConfig, registry: ProcessRegistry | None, grace: float) -> Agent:
+    from orchestrator.agents.command import CommandAgent
+    from orchestrator.agents.presets import PRESETS
+
+    preset = PRESETS[spec.kind]
+    return CommandAgent(
+        spec.name, spec.argv or preset.argv, dict(spec.env), registry, grace, preset.parse, preset.stdin,
+        preset.judge_by_diff, f"the {spec.kind} preset needs it: {preset.install}, or set agents.{spec.name}.argv",
+        judged_by_exit_code=False,
+    )  # fmt: skip
 
 
 __all__ = ["Agent", "StepRequest", "StepResult", "get_agent"]

@@ -39,6 +39,7 @@ class StepResult:
     verdict: dict | None = None  # a structured verdict the agent returned, if any
     log_sha256: str = ""
     log_bytes: int = 0
+    intervention: str | None = None  # the agent itself asked for a human (a question, a denied permission)
 
     def as_dict(self) -> dict:
         return {
@@ -47,6 +48,7 @@ class StepResult:
             "usage": self.usage,
             "log_sha256": self.log_sha256,
             "log_bytes": self.log_bytes,
+            **({"intervention": self.intervention} if self.intervention else {}),
         }
 
 

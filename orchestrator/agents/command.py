@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -22,7 +23,7 @@ from orchestrator.agents.base import StepRequest, StepResult
 from orchestrator.errors import AgentCancelledError, AgentError, AgentTimeoutError, ConfigError
 from orchestrator.procs import AgentProcess, ProcessRegistry, start_time, stop_group, this_runner
 
-PLACEHOLDERS = ("prompt_file", "workdir", "id", "role", "step", "attempt", "verdict_file")
+PLACEHOLDERS = ("prompt", "prompt_file", "workdir", "id", "role", "step", "attempt", "verdict_file")
 TAIL_BYTES = 64 * 1024
 POLL_SECONDS = 0.05
 
@@ -30,16 +31,16 @@ POLL_SECONDS = 0.05
 def fill(template: tuple[str, ...], request: StepRequest) -> list[str]:
     """The argv for one step: placeholders replaced inside each item, nothing else."""
     values = {
-        "prompt_file": str(request.prompt_file), "workdir": str(request.workdir), "id": request.item_id,
+        "prompt": request.prompt, "prompt_file": str(request.prompt_file), "workdir": str(request.workdir), "id": request.item_id,
         "role": request.role, "step": str(request.step), "attempt": str(request.attempt),
         "verdict_file": str(request.verdict_file),
     }  # fmt: skip
-    argv = []
-    for part in template:
-        for name, value in values.items():
-            part = part.replace("{" + name + "}", value)
-        argv.append(part)
-    return argv
+    return [_fill_one(part, values) for part in template]
+
+
+def _fill_one(part: str, values: dict[str, str]) -> str:
+    """One argv item; a placeholder's value is never scanned for more placeholders."""
+    return re.sub(r"\{(" + "|".join(values) + r")\}", lambda match: values[match.group(1)], part)
 
 
 def step_env(request: StepRequest, extra: dict[str, str]) -> dict[str, str]:
@@ -79,14 +80,17 @@ class ProcessRun:
     env: dict[str, str]
     registry: ProcessRegistry | None
     grace: float = 5.0
+    stdin_mode: str = "prompt"
     started_at: float = field(default_factory=time.monotonic)
 
     def run(self) -> int:
         """The exit code; raises on timeout or cancel after stopping the group."""
-        with self.request.prompt_file.open("rb") as stdin, self.request.log_file.open("ab") as log:
+        stderr_file = self.request.log_file.with_suffix(".stderr.log")
+        stdin_path = self.request.prompt_file if self.stdin_mode == "prompt" else Path(os.devnull)
+        with stdin_path.open("rb") as stdin, self.request.log_file.open("ab") as log, stderr_file.open("ab") as err:
             try:
                 process = subprocess.Popen(
-                    self.argv, cwd=self.request.workdir, stdin=stdin, stdout=log, stderr=subprocess.STDOUT,
+                    self.argv, cwd=self.request.workdir, stdin=stdin, stdout=log, stderr=err,
                     env=self.env, start_new_session=True,
                 )  # fmt: skip
             except OSError as error:
@@ -128,33 +132,63 @@ class ProcessRun:
                 raise AgentTimeoutError(f"{self.argv[0]} ran past {seconds:g}s", seconds)
 
 
+@dataclass(frozen=True)
+class Parsed:
+    """What a preset read from an agent's structured output."""
+
+    text: str
+    usage: dict = field(default_factory=dict)
+    error: str | None = None  # the step failed, whatever the exit code said
+    intervention: str | None = None  # the agent needs a human
+
+
 @dataclass
 class CommandAgent:
-    """Runs ``argv`` (a template) for each step; the prompt goes on stdin."""
+    """Runs ``argv`` (a template) for each step; the prompt goes on stdin unless ``stdin`` is "closed"."""
 
     name: str
     argv: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
     registry: ProcessRegistry | None = None
     grace: float = 5.0
-    parse_output: Callable[[str, int], StepResult] | None = None
+    parse: Callable[[str, int | None], Parsed] | None = None
+    stdin: str = "prompt"
+    judge_by_diff: bool = False
+    install_hint: str = ""
+    judged_by_exit_code: bool = True  # a supervisor with no verdict: exit 0 is SUCCESS
 
     def check(self) -> None:
         if not self.argv:
             raise ConfigError(f"agents.{self.name}.argv: give the command to run, as a list")
         program = self.argv[0]
         if "{" not in program and shutil.which(program) is None and not Path(program).exists():
-            raise ConfigError(f"agents.{self.name}.argv: program {program!r} not found on PATH")
+            hint = f"; {self.install_hint}" if self.install_hint else ""
+            raise ConfigError(f"agents.{self.name}: program {program!r} not found on PATH{hint}")
 
     def step(self, request: StepRequest) -> StepResult:
         request.log_file.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        run = ProcessRun(fill(self.argv, request), request, step_env(request, self.env), self.registry, self.grace)
+        argv = fill(self.argv, request)
+        run = ProcessRun(argv, request, step_env(request, self.env), self.registry, self.grace, self.stdin)
         code = run.run()
         digest, size = file_digest(request.log_file)
         output = read_tail(request.log_file)
-        result = StepResult(output, code, time.monotonic() - started, log_sha256=digest, log_bytes=size)
-        if self.parse_output is not None:
-            parsed = self.parse_output(output, code)
-            result = StepResult(parsed.output, code, result.duration_s, parsed.usage, parsed.verdict, digest, size)
-        return result
+        duration = time.monotonic() - started
+        if self.parse is None:
+            return StepResult(output, code, duration, log_sha256=digest, log_bytes=size)
+        parsed = self.parse(read_stdout(request.log_file), code)
+        if parsed.error:
+            raise AgentError(f"{self.name}: {parsed.error}")
+        if self.judge_by_diff and not has_changes(request.workdir):
+            raise AgentError(f"{self.name} changed no file: {' '.join(parsed.text.split())[-200:]}")
+        return StepResult(parsed.text, code, duration, parsed.usage, None, digest, size, parsed.intervention)
+
+
+def read_stdout(log_file: Path) -> str:
+    """The agent's whole standard output (its structured result)."""
+    return log_file.read_text(encoding="utf-8", errors="replace")
+
+
+def has_changes(workdir: Path) -> bool:
+    done = subprocess.run(["git", "status", "--porcelain"], cwd=workdir, capture_output=True, text=True)
+    return bool(done.stdout.strip())
