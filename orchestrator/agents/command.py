@@ -31,8 +31,8 @@ POLL_SECONDS = 0.05
 def fill(template: tuple[str, ...], request: StepRequest) -> list[str]:
     """The argv for one step: placeholders replaced inside each item, nothing else."""
     values = {
-        "prompt": request.prompt, "prompt_file": str(request.prompt_file), "workdir": str(request.workdir), "id": request.item_id,
-        "role": request.role, "step": str(request.step), "attempt": str(request.attempt),
+        "prompt": request.prompt, "prompt_file": str(request.prompt_file), "workdir": str(request.workdir),
+        "id": request.item_id, "role": request.role, "step": str(request.step), "attempt": str(request.attempt),
         "verdict_file": str(request.verdict_file),
     }  # fmt: skip
     return [_fill_one(part, values) for part in template]

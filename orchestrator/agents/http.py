@@ -324,7 +324,7 @@ class HttpAgent:
         except AgentError as error:
             key = self.api_key()
             if key and key in str(error):  # a server that echoes the key must not put it in our logs
-                raise type(error)(str(error).replace(key, "***"), *getattr(error, "seconds", ())[:0]) from None
+                error.args = (str(error).replace(key, "***"),)
             raise
 
     def _step(self, request: StepRequest) -> StepResult:
