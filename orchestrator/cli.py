@@ -357,7 +357,17 @@ def _run(app: App, settings: RunSettings) -> None:
     )  # fmt: skip
     if settings.ignore_backoff:
         operations.clear_backoff(app.store, settings.item_id)
-    runner = Runner(app.store, app.config, app.root, options, report=lambda line: click.echo(line))
+    hooks = None
+    if settings.job:
+        from orchestrator.conductor import Conductor
+        from orchestrator.workorder import Package
+
+        package = Package.of(app.root, settings.job)
+        package.read_order()  # a clear error when the job has no package
+        hooks = Conductor(app.store, app.config, package)
+    runner = Runner(app.store, app.config, app.root, options, report=lambda line: click.echo(line), hooks=hooks)
+    if hooks is not None:
+        hooks.attach(runner)
     try:
         outcomes = runner.run()
     except KeyboardInterrupt:
@@ -409,3 +419,63 @@ def demo(folder: Path | None, workers: int) -> None:
     outcomes = demo_job.run(target, workers, click.echo)
     click.echo(render.run_summary(outcomes, MarkdownStore(target / QUEUE_NAME)))
     click.echo(demo_job.where_to_look(target))
+
+
+# --- work orders ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--name", required=True, help="What the work order is; its id is <name>_<YYYYmmdd_HHMMSS>.")
+@click.option(
+    "--tasks",
+    "tasks_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Tasks as JSONL or YAML; each needs a prompt (and may have id, title, agent, depends_on).",
+)
+@click.option("--count", type=click.IntRange(min=1), help="Make N demo tasks instead of reading --tasks.")
+@click.option("--strategy", default="hybrid_supervisor", show_default=True,
+              type=click.Choice(["hybrid_supervisor", "hybrid", "force_local", "force_metal", "force_cloud"]),
+              help="How tasks are routed between pools.")  # fmt: skip
+@json_option
+@pass_app
+def plan(app: App, name: str, tasks_file: Path | None, count: int | None, strategy: str, as_json: bool) -> None:
+    """Create a job package: jobs/<job_id>/work_order.yaml and manifest.jsonl."""
+    from orchestrator import workorder
+
+    if bool(tasks_file) == bool(count):
+        raise click.UsageError("give exactly one of --tasks FILE or --count N")
+    tasks = workorder.load_tasks(tasks_file) if tasks_file else workorder.demo_tasks(count)
+    package = workorder.plan(app.root, name, tasks, strategy)
+    click.echo(render.as_json(package.read_order()) if as_json else render.planned(package, len(tasks), strategy))
+
+
+@cli.command()
+@click.argument("work_order", type=click.Path(exists=True, path_type=Path))
+@click.option("--replay", is_flag=True, help="Start a fresh run of the same tasks (new rows).")
+@json_option
+@pass_app
+def dispatch(app: App, work_order: Path, replay: bool, as_json: bool) -> None:
+    """Add one queue row per task of WORK_ORDER (jobs/<job_id>/work_order.yaml); twice adds nothing."""
+    from orchestrator import workorder
+
+    package = workorder.Package.from_order(work_order)
+    added, known = workorder.dispatch(app.store, package, replay=replay)
+    report = {"job_id": package.job_id, "added": added, "already_dispatched": known}
+    click.echo(render.as_json(report) if as_json else render.dispatched(package, added, known))
+
+
+@cli.group()
+def job() -> None:
+    """Work orders: job status."""
+
+
+@job.command(name="status")
+@click.argument("job_id")
+@json_option
+@pass_app
+def job_status(app: App, job_id: str, as_json: bool) -> None:
+    """The work order's progress: dispatched, backlog, completed, failed, files."""
+    from orchestrator import workorder
+
+    state = workorder.status(app.store, workorder.Package.of(app.root, job_id))
+    click.echo(render.as_json(state.as_dict()) if as_json else render.job_status(state))

@@ -13,8 +13,10 @@ feedback. INTERVENTION_REQUIRED: a human must decide.
 """
 
 
-def _task(item: Item) -> str:
+def _task(item: Item, details: str | None = None) -> str:
     lines = [f"# Task {item.id}: {item.title or '(no title)'}", ""]
+    if details:
+        lines += [details.rstrip(), ""]
     extra = {name: value for name, value in item.extra.items() if value}
     for name, value in extra.items():
         lines.append(f"- {name}: {value}")
@@ -23,9 +25,9 @@ def _task(item: Item) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def worker_prompt(item: Item, step: int, feedback: str) -> str:
+def worker_prompt(item: Item, step: int, feedback: str, details: str | None = None) -> str:
     """What the worker is asked at ``step``: the task, then the supervisor's last feedback."""
-    text = _task(item) + (
+    text = _task(item, details) + (
         "\nYou are the worker. Make the change in this git worktree (your current folder).\n"
         "Do not commit: orch commits your changes with the evidence after this step.\n"
     )
@@ -34,10 +36,10 @@ def worker_prompt(item: Item, step: int, feedback: str) -> str:
     return text
 
 
-def supervisor_prompt(item: Item, step: int, worker_output: str, diff_stat: str) -> str:
+def supervisor_prompt(item: Item, step: int, worker_output: str, diff_stat: str, details: str | None = None) -> str:
     """What the supervisor is asked: judge the worker's step against the task."""
     return (
-        _task(item)
+        _task(item, details)
         + f"\nYou are the supervisor. Review the worker's step {step} in this worktree.\n\n"
         + f"## Files changed\n\n{diff_stat or '(none)'}\n\n"
         + f"## The worker's output (last part)\n\n{worker_output[-4000:]}\n\n"

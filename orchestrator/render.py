@@ -106,3 +106,37 @@ def run_summary(outcomes: list, store) -> str:
         where = f" branch {outcome.branch}" if outcome.branch else ""
         lines.append(f"- {outcome.item_id} attempt {outcome.attempt}: {outcome.state}{where} ({outcome.manifest})")
     return "\n".join([*lines, status_text(summarize(store))])
+
+
+RULE, THIN = "=" * 60, "-" * 60
+
+
+def planned(package, count: int, strategy: str) -> str:
+    """What ``orch plan`` made (seed 004's format)."""
+    return (
+        f"Created job package: {package.folder}/\n  - work_order.yaml\n  - manifest.jsonl ({count} tasks)\n"
+        f"  Strategy: {strategy}\n  Backlog: job:{package.job_id}:backlog"
+    )
+
+
+def dispatched(package, added: int, known: int) -> str:
+    lines = [f"Dispatched {added} tasks to job:{package.job_id}:backlog"]
+    if known:
+        lines.append(f"({known} already in the queue, not added again)")
+    lines += [f"Job {package.job_id} ready for execution", f"Next step: orch run --job {package.job_id}"]
+    return "\n".join(lines)
+
+
+def job_status(state) -> str:
+    """``orch job status``: seed 004's status block."""
+    files = state.files
+    return "\n".join([
+        RULE, f"JOB STATUS: {state.job_id}", RULE,
+        f"Name:      {state.name}", f"Status:    {state.status}", f"Strategy:  {state.strategy}", "",
+        THIN, "PROGRESS", THIN,
+        f"Dispatched:  {state.dispatched}", f"Backlog:     {state.backlog}", f"Completed:   {state.completed}",
+        f"Failed:      {state.failed}", f"Progress:    {state.progress:.1f}%", "",
+        THIN, "FILES", THIN,
+        f"Manifest:    {files['manifest']}", f"Results:     {files['results']}", f"Exec Log:    {files['log']}",
+        RULE,
+    ])  # fmt: skip

@@ -36,6 +36,7 @@ from orchestrator.model import Claim, Item, Status
 from orchestrator.procs import ProcessRegistry
 from orchestrator.store.base import Store
 from orchestrator.verdict import CONTINUE, INTERVENTION, SUCCESS, Verdict, read_verdict
+from orchestrator.workorder import task_prompt
 from orchestrator.worktree import Worktree, Worktrees, commit_all, copy_file, open_repo, resolve_base, write_json
 
 TRANSCRIPT_CAP = 64 * 1024
@@ -73,16 +74,53 @@ class Outcome:
     steps: int
     manifest: Path
     branch: str = ""
+    duration_s: float = 0.0
+    usage: dict = field(default_factory=dict, hash=False, compare=False)
+    commit: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where the next claim may run: ``agent`` overrides the worker; ``wait`` says hold off."""
+
+    agent: str | None = None
+    pool: str | None = None
+    reason: str = ""
+    wait: float | None = None
+
+
+class RunHooks:
+    """What a conductor (work orders, routing, audit) can hook into; the defaults do nothing."""
+
+    def route(self, now: float) -> Route:
+        return Route()
+
+    def claimed(self, claim: Claim, route: Route) -> None:
+        pass
+
+    def step(self, item: Item, attempt: int, step: int, verdict: Verdict) -> None:
+        pass
+
+    def ended(self, outcome: Outcome, item: Item | None, route: Route) -> None:
+        pass
+
+    def run_started(self) -> None:
+        pass
+
+    def run_finished(self, outcomes: list[Outcome]) -> None:
+        pass
 
 
 class Runner:
     """Claims and runs items; see the module docstring."""
 
     def __init__(self, store: Store, config: Config, root: Path, options: RunOptions | None = None,
-                 report: Callable[[str], None] = print) -> None:  # fmt: skip
+                 report: Callable[[str], None] = print, hooks: RunHooks | None = None) -> None:  # fmt: skip
         self.store, self.config, self.root = store, config, Path(root).resolve()
         self.options = options or RunOptions()
         self.report = report
+        self.hooks = hooks or RunHooks()
+        self.route_wait: float | None = None
         self.runtime = self.root / ".orch"
         self.registry = ProcessRegistry(self.runtime)
         self.repo = open_repo(self.root)
@@ -117,13 +155,18 @@ class Runner:
     # --- claiming and driving -----------------------------------------------------
 
     def tick(self, now: float | None = None) -> Claim | None:
-        """Claim one runnable item and start its attempt; None if nothing is runnable."""
+        """Claim one runnable item and start its attempt; None if nothing is runnable (or no pool is free)."""
+        route = self.hooks.route(time.time() if now is None else now)
+        self.route_wait = route.wait
+        if route.wait is not None:
+            return None
         claim = self.store.claim(self.options.owner, lease=self.config.lease, now=now,
                                  item_id=self.options.item_id, job=self.options.job)  # fmt: skip
         if claim is None:
             return None
+        self.hooks.claimed(claim, route)
         cancel = threading.Event()
-        attempt = Attempt(self, claim, cancel)
+        attempt = Attempt(self, claim, cancel, route)
         thread = threading.Thread(target=self._drive, args=(attempt,), name=f"orch-{claim.item.id}", daemon=True)
         self.active[claim.item.id] = (thread, cancel, claim)
         thread.start()
@@ -145,10 +188,12 @@ class Runner:
             self.report(f"stopped agent pid {entry.pid} of {entry.item_id} left by a runner that died")
         beat = threading.Thread(target=self._heartbeats, name="orch-heartbeat", daemon=True)
         beat.start()
+        self.hooks.run_started()
         try:
             self._loop()
         finally:
             self._stop.set()
+        self.hooks.run_finished(self.outcomes)
         return self.outcomes
 
     def _loop(self) -> None:
@@ -161,6 +206,9 @@ class Runner:
             if not self.active:
                 if self.options.once and started:
                     return
+                if self.route_wait is not None and self._pending_runnable():
+                    self._stop.wait(min(max(self.route_wait, 0.05), 5.0))  # every pool full or paused
+                    continue
                 wait = self._retry_wait()
                 if wait is None:
                     return
@@ -169,6 +217,17 @@ class Runner:
                 continue
             with self._done:
                 self._done.wait(timeout=1.0)
+
+    def _pending_runnable(self) -> bool:
+        """Whether an item is waiting only for a pool (not for a dependency or a backoff)."""
+        now = time.time()
+        done = {item.id.lower() for item in self.store.items(Status.DONE)}
+        return any(
+            (not item.retry_not_before or item.retry_not_before <= now)
+            and all(dep.lower() in done for dep in item.depends_on)
+            and (not self.options.job or item.job == self.options.job)
+            for item in self.store.items(Status.PENDING)
+        )
 
     def _retry_wait(self) -> float | None:
         """Seconds until a PENDING item's backoff ends (only items that could then run), or None."""
@@ -208,8 +267,11 @@ class Runner:
 class Attempt:
     """One attempt of one item: the worker/supervisor loop and its evidence."""
 
-    def __init__(self, runner: Runner, claim: Claim, cancel: threading.Event) -> None:
+    def __init__(self, runner: Runner, claim: Claim, cancel: threading.Event, route: Route | None = None) -> None:
         self.runner, self.claim, self.cancel = runner, claim, cancel
+        self.route = route or Route()
+        self.started = time.monotonic()
+        self.details = task_prompt(runner.root, claim.item)  # a work order task's full prompt
         self.item: Item = claim.item
         self.options, self.config, self.store = runner.options, runner.config, runner.store
         self.owner = self.options.owner
@@ -238,8 +300,18 @@ class Attempt:
         finally:
             if self.worktree is not None and self.manifest.state in states.END_STATES:
                 self.runner.worktrees.finish(self.worktree)
-        return Outcome(self.item.id, self.claim.attempt, self.manifest.state, note, self.steps,
-                       _shown(self.manifest.path), self.worktree.branch if self.worktree else "")  # fmt: skip
+        outcome = Outcome(self.item.id, self.claim.attempt, self.manifest.state, note, self.steps,
+                          _shown(self.manifest.path), self.worktree.branch if self.worktree else "",
+                          time.monotonic() - self.started, self.manifest.usage,
+                          self.manifest.steps[-1].get("commit", "") if self.manifest.steps else "")  # fmt: skip
+        self.runner.hooks.ended(outcome, self._item_now(), self.route)
+        return outcome
+
+    def _item_now(self) -> Item | None:
+        try:
+            return self.store.get(self.item.id)
+        except OrchError:
+            return None
 
     def _loop(self) -> str:
         self.worktree = self.runner.worktrees.create(self.item.id, self.claim.attempt, self.runner.base)
@@ -262,10 +334,11 @@ class Attempt:
         return self._end(states.INTERVENTION_REQUIRED, f"intervention:{why}", why)
 
     def _step(self, step: int, feedback: str) -> Verdict:
-        worker_name = self.item.agent or self.config.worker
+        worker_name = self.route.agent or self.item.agent or self.config.worker
         record: dict = {"step": step, "started": time.time()}
         try:
-            worker = self._call(worker_name, "worker", step, prompts.worker_prompt(self.item, step, feedback))
+            worker_prompt = prompts.worker_prompt(self.item, step, feedback, self.details)
+            worker = self._call(worker_name, "worker", step, worker_prompt)
             record["worker"] = {"agent": worker_name, **worker.as_dict()}
             if worker.intervention:
                 verdict = Verdict(INTERVENTION, worker.intervention, "", "worker")
@@ -276,7 +349,7 @@ class Attempt:
                 tail = _short(worker.output[-300:] or self._stderr_tail(step, "worker"), 160)
                 raise AgentError(f"{worker_name} exited {worker.exit_code}: {tail}")
             diff = self._diff_stat()
-            prompt = prompts.supervisor_prompt(self.item, step, worker.output, diff)
+            prompt = prompts.supervisor_prompt(self.item, step, worker.output, diff, self.details)
             supervisor = self._call(self.config.supervisor, "supervisor", step, prompt)
             record["supervisor"] = {"agent": self.config.supervisor, **supervisor.as_dict()}
             verdict = read_verdict(
@@ -292,6 +365,7 @@ class Attempt:
         record["verdict"] = verdict.as_dict()
         self._commit(step, record, verdict.verdict, verdict.reason)
         self.say(f"step {step}: {verdict.verdict}" + (f" - {_short(verdict.reason, 100)}" if verdict.reason else ""))
+        self.runner.hooks.step(self.item, self.claim.attempt, step, verdict)
         return verdict
 
     def _folder(self, step: int) -> Path:
@@ -401,6 +475,14 @@ class Attempt:
         return note
 
     def _cancelled(self) -> str:
+        if self.runner._stop.is_set():  # the runner is stopping (Ctrl-C): give the item back
+            try:
+                self.store.release(self.item.id, self.owner, attempt=self.claim.attempt)
+                self.manifest.note(states.CANCELED, "the runner stopped; the item was released")
+                self.say("released: the runner stopped")
+                return "released"
+            except OrchError:
+                pass
         self.manifest.note(states.CANCELED, "the item was cancelled or its lease was lost")
         self.say("CANCELED")
         return "cancelled"

@@ -191,7 +191,7 @@ def _duration(text: str) -> float | None:
 
 
 def with_retries(request: StepRequest, deadline: float, max_retries: int, attempt: Callable[[], T],
-                 rng: random.Random) -> T:  # fmt: skip
+                 rng: random.Random, on_rate_limit: Callable[[float], None] | None = None) -> T:  # fmt: skip
     """Call ``attempt`` again after 5xx/connection errors (capped) and after 429 waits (until the deadline)."""
     failures = 0
     while True:
@@ -199,6 +199,8 @@ def with_retries(request: StepRequest, deadline: float, max_retries: int, attemp
             return attempt()
         except RateLimited as limit:
             wait = limit.seconds
+            if on_rate_limit is not None:
+                on_rate_limit(wait)
         except RetryableError as error:
             failures += 1
             if failures > max_retries:
@@ -297,6 +299,7 @@ class HttpAgent:
     options: dict = field(default_factory=dict)
     judged_by_exit_code: bool = False
     rng: random.Random = field(default_factory=random.Random)
+    on_rate_limit: Callable[[float], None] | None = None  # a conductor pauses the agent's pool
 
     def check(self) -> None:
         if not self.base_url or not self.model:
@@ -338,7 +341,7 @@ class HttpAgent:
                 log.truncate()
                 return call_abortable(request, deadline, lambda client, _: self.ask(client, request, log))
 
-            answer = with_retries(request, deadline, self.max_retries, one_try, self.rng)
+            answer = with_retries(request, deadline, self.max_retries, one_try, self.rng, self.on_rate_limit)
         data = parse_json_answer(answer.text)
         verdict = None
         if request.role == "supervisor":

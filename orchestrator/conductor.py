@@ -1,0 +1,145 @@
+"""The conductor of a work order: ``orch run --job``'s routing, audit trail and results.
+
+It hooks into the Runner: before each claim it asks the Router for a pool (or
+says wait), and it writes every movement to the job's ``execution.log``,
+each finished task to ``results.jsonl``, and keeps ``work_order.yaml``'s
+counters in step with the queue.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from orchestrator import audit
+from orchestrator import manifest as states
+from orchestrator.config import STRATEGY_ALIASES, Config
+from orchestrator.model import Claim, Item, Status
+from orchestrator.routing import Router
+from orchestrator.runner import Outcome, Route, RunHooks
+from orchestrator.store.base import Store
+from orchestrator.verdict import Verdict
+from orchestrator.workorder import Package, append_result, job_items, local_now, refresh_counters
+
+END_EVENTS = {states.SUCCESS: audit.COMPLETED, states.CANCELED: audit.CANCELED,
+              states.INTERVENTION_REQUIRED: audit.INTERVENTION, states.FAILED: audit.FAILED}  # fmt: skip
+
+
+class Conductor(RunHooks):
+    """Routes a job's tasks to pools and keeps its audit trail."""
+
+    def __init__(self, store: Store, config: Config, package: Package) -> None:
+        self.store, self.config, self.package = store, config, package
+        self.strategy = str(package.read_order().get("routing_strategy") or config.strategy)
+        routing = STRATEGY_ALIASES.get(self.strategy, self.strategy)
+        self.router = Router(config.pools, routing) if config.pools else None
+        self.lock = threading.Lock()
+        self.last_wait_reason = ""
+
+    def attach(self, runner) -> None:
+        """Let each pool's HTTP agent pause its pool when the server rate-limits it."""
+        for pool in self.config.pools.values():
+            agent = runner.agent(pool.agent)
+            if hasattr(agent, "on_rate_limit"):
+                agent.on_rate_limit = lambda seconds, name=pool.name: self.pause(name, seconds)
+
+    def log(self, actor: str, event: str, message: str) -> None:
+        prefix = f"{self.package.job_id}-"
+        self.package.event(actor[len(prefix) :] if actor.startswith(prefix) else actor, event, message)
+
+    # --- run lifecycle ------------------------------------------------------------------
+
+    def run_started(self) -> None:
+        backlog = sum(item.status is Status.PENDING for item in job_items(self.store, self.package.job_id))
+        order = self.package.read_order()
+        key = order.get("backlog_key", f"job:{self.package.job_id}:backlog")
+        with self.package.locked():
+            order = self.package.read_order()
+            order["status"] = "running"
+            order.setdefault("execution", {})["started_at"] = order["execution"].get("started_at") or local_now()
+            order["execution"]["completed_at"] = None
+            self.package.write_order(order)
+        self.log(
+            audit.SYSTEM, audit.JOB_STARTED, f"Job {self.package.job_id} started. {backlog} tasks in backlog: {key}"
+        )
+        pools = ", ".join(f"{p.name} (agent {p.agent}, capacity {p.capacity})" for p in self.config.pools.values())
+        self.log(audit.SYSTEM, audit.DECISION, f"Conductor started with strategy: {self.strategy}"
+                 + (f"; pools: {pools}" if pools else "; no pools: every task uses the worker agent"))  # fmt: skip
+
+    def run_finished(self, outcomes: list[Outcome]) -> None:
+        order = refresh_counters(self.store, self.package)
+        items = job_items(self.store, self.package.job_id)
+        done = sum(item.status is Status.DONE for item in items)
+        failed = sum(item.status in (Status.FAILED, Status.BLOCKED) for item in items)
+        self.log(audit.SYSTEM, audit.JOB_COMPLETED,
+                 f"Job {self.package.job_id} finished. Success: {done}/{len(items)}, Failed: {failed}"
+                 + (f", still open: {len(items) - done - failed}" if len(items) - done - failed else "")
+                 + f" (status {order.get('status')})")  # fmt: skip
+
+    # --- routing ------------------------------------------------------------------------
+
+    def route(self, now: float) -> Route:
+        if self.router is None:
+            return Route(reason="no pools: the worker agent")
+        with self.lock:
+            decision = self.router.decide(now)
+        if decision.pool is None:
+            if decision.reason != self.last_wait_reason:
+                self.log(audit.SYSTEM, audit.DECISION, decision.reason)
+                self.last_wait_reason = decision.reason
+            return Route(reason=decision.reason, wait=decision.wait or 0.5)
+        self.last_wait_reason = ""
+        pool = self.config.pools[decision.pool]
+        return Route(agent=pool.agent, pool=pool.name, reason=decision.reason)
+
+    def claimed(self, claim: Claim, route: Route) -> None:
+        if self.router is not None and route.pool:
+            with self.lock:
+                self.router.started(route.pool, time.time())
+        order = self.package.read_order()
+        self.log(claim.item.id, audit.PULLED, f"Pulled from {order.get('backlog_key')} (attempt {claim.attempt})")
+        target = f"pool {route.pool} (agent {route.agent})" if route.pool else f"agent {self.config.worker}"
+        self.log(claim.item.id, audit.ROUTED, f"Routed to {target} ({route.reason})")
+        self.log(
+            claim.item.id, audit.STARTED, f"attempt {claim.attempt} on branch orch/{claim.item.id}/{claim.attempt}"
+        )
+        refresh_counters(self.store, self.package)
+
+    def pause(self, pool: str, seconds: float) -> None:
+        """A pool's agent was rate limited: route nothing to it until the reset."""
+        if self.router is None or pool not in self.router.pools:
+            return
+        with self.lock:
+            self.router.pause(pool, time.time() + seconds)
+        self.log(audit.SYSTEM, audit.DECISION, f"pool {pool} paused for {seconds:.0f}s: rate limited")
+
+    # --- progress -----------------------------------------------------------------------
+
+    def step(self, item: Item, attempt: int, step: int, verdict: Verdict) -> None:
+        reason = f" - {verdict.reason}" if verdict.reason else ""
+        self.log(item.id, audit.STEP, f"attempt {attempt} step {step}: {verdict.verdict}{reason}")
+
+    def ended(self, outcome: Outcome, item: Item | None, route: Route) -> None:
+        if self.router is not None and route.pool:
+            tokens = int(outcome.usage.get("total_tokens", 0) or 0)
+            with self.lock:
+                self.router.finished(route.pool, time.time(), tokens)
+        retried = item is not None and item.status is Status.PENDING and outcome.state == states.FAILED
+        event = audit.RETRIED if retried else END_EVENTS.get(outcome.state, audit.FAILED)
+        detail = f"Finished in {outcome.duration_s:.1f}s" if outcome.state == states.SUCCESS else outcome.note
+        if retried:
+            detail = f"{outcome.note}; retry {item.attempts + 1} queued"
+        self.log(outcome.item_id, event, detail)
+        if item is not None and not retried and outcome.state != states.CANCELED:
+            append_result(self.package, _result(outcome, item, route))
+        refresh_counters(self.store, self.package)
+
+
+def _result(outcome: Outcome, item: Item, route: Route) -> dict:
+    return {
+        "id": outcome.item_id, "status": item.status.value, "attempts": item.attempts,
+        "duration_s": round(outcome.duration_s, 3), "pool": route.pool or "", "agent": route.agent or "",
+        "branch": outcome.branch, "final_commit": outcome.commit, "usage": outcome.usage,
+        "cost_usd": outcome.usage.get("cost_usd", outcome.usage.get("total_cost_usd", 0)),
+        "note": outcome.note, "finished": local_now(),
+    }  # fmt: skip
