@@ -479,3 +479,46 @@ def job_status(app: App, job_id: str, as_json: bool) -> None:
 
     state = workorder.status(app.store, workorder.Package.of(app.root, job_id))
     click.echo(render.as_json(state.as_dict()) if as_json else render.job_status(state))
+
+
+# --- housekeeping -----------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--id", "item_id", metavar="ID", help="Only this item's finished attempts.")
+@click.option("--job", metavar="JOB", help="Only this work order's finished attempts.")
+@click.option("--finished", is_flag=True, help="Every finished attempt.")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option("--force", is_flag=True, help="Remove even worktrees with uncommitted changes or unbranched commits.")
+@json_option
+@pass_app
+def cleanup(app: App, item_id: str | None, job: str | None, finished: bool, dry_run: bool, force: bool,
+            as_json: bool) -> None:  # fmt: skip
+    """Remove the worktrees of finished attempts; their branches stay.
+
+    A worktree with uncommitted changes, or commits that no branch holds, is
+    refused (exit 1) unless --force, and the reason says which.
+    """
+    from orchestrator.cleanup import clean
+
+    if sum(map(bool, (item_id, job, finished))) != 1:
+        raise click.UsageError("give exactly one of --id ID, --job JOB or --finished")
+    results = clean(app.store, app.root, item_id=item_id, job=job, dry_run=dry_run, force=force)
+    click.echo(render.as_json([r.as_dict() for r in results]) if as_json else render.cleanup_lines(results))
+    if any(result.action == "refused" for result in results):
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.option("--older-than", "days", type=click.FloatRange(min=0), required=True, metavar="DAYS",
+              help="Archive what finished more than DAYS days ago.")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Say what would move; move nothing.")
+@json_option
+@pass_app
+def archive(app: App, days: float, dry_run: bool, as_json: bool) -> None:
+    """Move finished job packages to jobs/archive/ and old DONE rows to QUEUE.archive.md."""
+    from orchestrator.archive import archive as archive_old
+
+    report = archive_old(app.store, app.root, app.queue if not app.db else app.root / QUEUE_NAME, days,
+                         dry_run=dry_run)  # fmt: skip
+    click.echo(render.as_json(report.as_dict()) if as_json else render.archived(report, dry_run))

@@ -220,12 +220,16 @@ def _check_owner(owner: str) -> str:
 
 def export_queue(store: Store, target: Path) -> tuple[int, int]:
     """Copy every item of ``store`` into the markdown queue at ``target`` (made if missing)."""
+    return write_rows(target, store.items(), actor="orch@export")
+
+
+def write_rows(target: Path, items: list[Item], actor: str = "orch@archive") -> tuple[int, int]:
+    """Upsert ``items`` into the markdown queue at ``target``, making it (with their columns) if missing."""
     from orchestrator.store.markdown import MarkdownStore
 
-    items = store.items()
     if not target.exists():
         target.write_text(new_queue_text(items), encoding="utf-8")
-    return MarkdownStore(target).upsert(items, actor="orch@export")
+    return MarkdownStore(target).upsert(items, actor=actor)
 
 
 def import_queue(store: Store, source: Path) -> tuple[int, int]:

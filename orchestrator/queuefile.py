@@ -157,22 +157,28 @@ class QueueFile:
         extra = {name: item.extra.get(name, "") for name in self.columns if name not in _ITEM_FIELDS}
         return replace(item, extra=extra, **dropped)
 
-    def render(self, changed: list[Item], added: list[Item] = ()) -> bytes:
-        """New file bytes: changed items' cells rewritten, added items appended to the table."""
+    def render(self, changed: list[Item], added: list[Item] = (), removed: list[str] = ()) -> bytes:
+        """New file bytes: changed items' cells rewritten, ``removed`` rows dropped, ``added`` appended."""
         where = self.index()
         header = self.header
-        edits: dict[int, str] = {}
+        edits: dict[int, str | None] = {}
         for item in changed:
             k = where[item.id]
             line = self.document.line(self.item_lines[k])
-            edits[line.number - 1] = self._edit_row(header, line, self.items[k], item)
+            edits[line.number - 1] = self._edit_row(header, line, self.item_at(k), item)
             self._check_written(edits[line.number - 1], item, where, added)
+        for item_id in removed:
+            edits[self.item_lines[where[item_id]]] = None
         text = self.text
         pieces, cursor = [], 0
         for index in sorted(edits):
             line = self.document.line(index)
-            pieces += [text[cursor : line.start], edits[index]]
-            cursor = line.end
+            pieces.append(text[cursor : line.start])
+            if edits[index] is None:
+                cursor = line.next_start  # the whole line goes, ending and all
+            else:
+                pieces.append(edits[index])
+                cursor = line.end
         if added:
             pieces += self._appended(header, cursor, added, where)
         else:

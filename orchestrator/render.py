@@ -140,3 +140,23 @@ def job_status(state) -> str:
         f"Manifest:    {files['manifest']}", f"Results:     {files['results']}", f"Exec Log:    {files['log']}",
         RULE,
     ])  # fmt: skip
+
+
+def cleanup_lines(results: list) -> str:
+    if not results:
+        return "nothing to clean up"
+    lines = []
+    for result in results:
+        reason = f": {result.reason}" if result.reason else ""
+        kept = f" (branch orch/{result.item_id}/{result.attempt} kept)" if result.action != "refused" else ""
+        lines.append(f"{result.action} {result.path}{kept}{reason}")
+    return "\n".join(lines)
+
+
+def archived(report, dry_run: bool) -> str:
+    verb = "would move" if dry_run else "moved"
+    return (
+        f"{verb} {len(report.jobs)} job package{'s' * (len(report.jobs) != 1)} to jobs/archive/"
+        + "".join(f"\n  - {job}" for job in report.jobs)
+        + f"\n{verb} {len(report.rows)} DONE row{'s' * (len(report.rows) != 1)} to {report.target}"
+    )

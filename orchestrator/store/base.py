@@ -90,6 +90,10 @@ class Store(Protocol):
         """Insert new items and replace existing ones by id, all at once; returns (added, replaced)."""
         ...
 
+    def remove(self, item_ids: list[str], *, actor: str) -> list[Item]:
+        """Take items out of the queue, all at once (archiving); returns them as they were."""
+        ...
+
     def retry(self, item_id: str, *, actor: str, now: float | None = None) -> Item:
         """An operator's retry, by the store's mode.
 

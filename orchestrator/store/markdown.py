@@ -48,6 +48,7 @@ class Outcome:
     added: list[Item] = field(default_factory=list)
     result: Any = None
     events: list[Event] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
 
 
 def _budgeted(queue: QueueFile) -> bool:
@@ -155,6 +156,16 @@ class MarkdownStore:
                 (changed if k is not None else added).append(item)
                 events.append(_event(item.id, actor, "IMPORTED", before, item.status.value, ""))
             return Outcome(changed, added, (len(added), len(changed)), events)
+
+        return self.transact(edit)
+
+    def remove(self, item_ids: list[str], *, actor: str) -> list[Item]:
+        """Take rows out of the queue (``orch archive``); returns them as they were."""
+
+        def edit(queue: QueueFile, book: LeaseBook | None) -> Outcome:
+            gone = [_find(queue, item_id, self.display) for item_id in item_ids]
+            events = [_event(item.id, actor, "ARCHIVED", item.status.value, "", "") for item in gone]
+            return Outcome(result=gone, events=events, removed=[item.id for item in gone])
 
         return self.transact(edit)
 
@@ -306,9 +317,10 @@ class MarkdownStore:
                     fresh = self.leases.read()  # a re-apply starts from the book as stored
                     book.held, book.attempts, book.dirty = fresh.held, fresh.attempts, False
                 outcome = edit(queue, book)
-                if not outcome.changed and not outcome.added:
+                if not outcome.changed and not outcome.added and not outcome.removed:
                     return outcome.result
-                if self._replace_if_unchanged(data, queue.render(outcome.changed, outcome.added)):
+                new_data = queue.render(outcome.changed, outcome.added, outcome.removed)
+                if self._replace_if_unchanged(data, new_data):
                     self._record(outcome.events)
                     return outcome.result
             raise BusyError(f"{self.display} kept changing while orch tried to write it; try again")

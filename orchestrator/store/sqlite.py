@@ -361,6 +361,19 @@ class SqliteStore:
 
         return self.write(work)
 
+    def remove(self, item_ids: list[str], *, actor: str) -> list[Item]:
+        """Take items out of the queue (``orch archive``); their events stay."""
+
+        def work(db: sqlite3.Connection) -> list[Item]:
+            gone = [self._item(self._row(db, item_id)) for item_id in item_ids]
+            for item in gone:
+                db.execute("DELETE FROM items WHERE id = ?", (item.id,))
+                db.execute("DELETE FROM deps WHERE item_id = ?", (item.id,))
+                self._record(db, item.id, actor, "ARCHIVED", item.status.value, "")
+            return gone
+
+        return self.write(work)
+
     def update(self, item_id: str, change: Change, *, actor: str, event: str) -> Item:
         def work(db: sqlite3.Connection) -> Item:
             row = self._row(db, item_id)
