@@ -126,21 +126,47 @@ def cli(ctx: click.Context, queue: str | None, db: str | None) -> None:
 
 
 @cli.command()
+@click.option("--summary", "summary_only", is_flag=True, help="Only the summary line.")
+@click.option("--watch", is_flag=True, help="Keep watching; print again only when it changes (Ctrl-C stops).")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="SECONDS",
+              help="How often --watch looks.")  # fmt: skip
 @json_option
 @pass_app
-def status(app: App, as_json: bool) -> None:
-    """Counts by status, then the oldest IN_PROGRESS items (up to 5). Read-only."""
-    summary = operations.summarize(app.store)
-    click.echo(render.status_json(summary) if as_json else render.status_text(summary))
+def status(app: App, summary_only: bool, watch: bool, interval: float, as_json: bool) -> None:
+    """Counts by status, then the oldest IN_PROGRESS items (up to 5), stale ones marked. Read-only."""
+
+    def snapshot() -> str:
+        summary = operations.summarize(app.store, runtime=app.root / ".orch")
+        if as_json:
+            return render.status_json(summary)
+        return render.summary_line(summary) if summary_only else render.status_text(summary)
+
+    if not watch:
+        click.echo(snapshot())
+        return
+    from orchestrator.watch import watch as watch_loop
+
+    watch_loop(snapshot, interval, click.echo)
 
 
 @cli.command()
 @json_option
 @pass_app
 def workers(app: App, as_json: bool) -> None:
-    """IN_PROGRESS items grouped by owner, oldest start first. Read-only."""
-    loads = operations.worker_loads(app.store)
+    """IN_PROGRESS items grouped by owner, oldest start first; stale ones listed. Read-only."""
+    loads = operations.worker_loads(app.store, runtime=app.root / ".orch")
     click.echo(render.workers_json(loads) if as_json else render.workers_text(loads))
+
+
+@cli.command()
+@id_option
+@click.option("--to", "to", required=True, metavar="AGENT", help="The agent (from orch.yaml) for the next attempt.")
+@json_option
+@pass_app
+def reassign(app: App, item_id: str, to: str, as_json: bool) -> None:
+    """Give a BLOCKED or FAILED item to another agent: PENDING again, noted reassign:<agent>."""
+    item = operations.reassign(app.store, item_id, to, list(app.config.agents))
+    click.echo(render.item_json(item) if as_json else f"{render.transition(item)} (agent {item.agent})")
 
 
 @cli.command()

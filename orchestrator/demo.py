@@ -166,7 +166,7 @@ def run(folder: Path, workers: int, say: Callable[[str], None]) -> list:
     queue = create(folder)
     say(f"demo repository: {folder}")
     config = load_config(folder)
-    store = MarkdownStore(queue, policy=config.retry, default_lease=config.lease)
+    store = MarkdownStore(queue, policy=config.retry)
     started = time.monotonic()
 
     def progress(line: str) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import model
-from orchestrator.errors import BadInputError, DuplicateIdError, Problem
+from orchestrator.errors import BadInputError, DuplicateIdError, NotEligibleError, Problem
 from orchestrator.model import Item, Status
 from orchestrator.store.base import Event, Store
 
@@ -22,6 +22,7 @@ class Summary:
 
     counts: dict[str, int]
     top_in_progress: list[Item]
+    stale: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class WorkerLoad:
     owner: str
     ids: list[str]
     oldest_start: str
+    stale: list[str] = field(default_factory=list)
 
 
 def _oldest_first(items: list[Item]) -> list[Item]:
@@ -44,17 +46,62 @@ def _oldest_first(items: list[Item]) -> list[Item]:
     return [item for _, item in sorted(enumerate(items), key=key)]
 
 
-def summarize(store: Store, top: int = TOP_IN_PROGRESS) -> Summary:
+def stale_items(store: Store, runtime: Path | None, now: float | None = None) -> dict[str, str]:
+    """IN_PROGRESS items nobody is working on: their lease expired, or their runner's process is gone."""
+    import time
+
+    from orchestrator.procs import ProcessRegistry
+
+    now = time.time() if now is None else now
+    stale = {item_id: "lease_expired" for item_id, end in store.lease_ends().items() if end is not None and end <= now}
+    if runtime is not None:
+        for entry in ProcessRegistry(runtime).entries():
+            if entry.item_id not in stale and not entry.runner_alive():
+                stale[entry.item_id] = "runner_gone"
+    return stale
+
+
+def summarize(store: Store, top: int = TOP_IN_PROGRESS, runtime: Path | None = None) -> Summary:
     """``status``: how many items in each state, and up to ``top`` running ones, oldest first."""
-    return Summary(store.counts(), store.oldest(Status.IN_PROGRESS, top))
+    counts = store.counts()
+    stale = stale_items(store, runtime) if counts["IN_PROGRESS"] else {}
+    return Summary(counts, store.oldest(Status.IN_PROGRESS, top), stale)
 
 
-def worker_loads(store: Store) -> list[WorkerLoad]:
+def worker_loads(store: Store, runtime: Path | None = None) -> list[WorkerLoad]:
     """``workers``: IN_PROGRESS items grouped by owner, the longest-running owner first."""
     groups: dict[str, list[Item]] = {}
-    for item in _oldest_first(store.items(Status.IN_PROGRESS)):
+    running = _oldest_first(store.items(Status.IN_PROGRESS))
+    for item in running:
         groups.setdefault(item.owner or "unowned", []).append(item)
-    return [WorkerLoad(owner, [item.id for item in group], group[0].started or "-") for owner, group in groups.items()]
+    stale = stale_items(store, runtime) if running else {}
+    return [
+        WorkerLoad(
+            owner, [item.id for item in group], group[0].started or "-", [item.id for item in group if item.id in stale]
+        )  # fmt: skip
+        for owner, group in groups.items()
+    ]
+
+
+def reassign(store: Store, item_id: str, to: str, known_agents: list[str], *, actor: str = ACTOR_CLI) -> Item:
+    """A BLOCKED or FAILED item goes back to PENDING for another agent (the next claim uses it)."""
+    from dataclasses import replace
+
+    if known_agents and to not in known_agents:
+        raise BadInputError(f"--to {to!r}: no agent of that name in orch.yaml (agents: {', '.join(known_agents)})")
+    model.check_id(to)  # it becomes a cell and a config key: keep it to id characters
+    if not store.keeps("agent"):
+        raise BadInputError("the queue has no 'agent' column to record the new agent in; add one to the header")
+
+    def change(item: Item) -> Item:
+        if item.status not in (Status.BLOCKED, Status.FAILED):
+            why = f"it is {item.status.value}; only BLOCKED or FAILED items can be reassigned"
+            raise NotEligibleError(item.id, item.status.value, "reassign", why)
+        notes = model.append_note(item.notes, f"reassign:{to}")
+        reset = replace(item, status=Status.PENDING, agent=to, owner="", started="", notes=notes)
+        return model.replan_budget(item, reset, store.policy)
+
+    return store.update(model.check_id(item_id), change, actor=actor, event="REASSIGNED")
 
 
 def cancel(store: Store, item_id: str, *, actor: str = ACTOR_CLI) -> Item:

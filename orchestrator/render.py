@@ -32,15 +32,18 @@ def status_text(summary: Summary) -> str:
     else:
         lines.append("top_in_progress:")
         for item in summary.top_in_progress:
+            stale = summary.stale.get(item.id)
             lines.append(
                 f"- {item.id} owner={item.owner or '-'} started={item.started or '-'}"
+                + (f" stale={stale}" if stale else "")
                 + (f" title={item.title}" if item.title else "")
             )
     return "\n".join(lines)
 
 
 def status_json(summary: Summary) -> str:
-    return as_json({"summary": summary.counts, "top_in_progress": [i.as_dict() for i in summary.top_in_progress]})
+    top = [{**item.as_dict(), "stale": summary.stale.get(item.id, "")} for item in summary.top_in_progress]
+    return as_json({"summary": summary.counts, "top_in_progress": top, "stale": summary.stale})
 
 
 def workers_text(loads: list[WorkerLoad]) -> str:
@@ -60,7 +63,13 @@ def workers_json(loads: list[WorkerLoad]) -> str:
             "workers_active": len(loads),
             "in_progress": sum(len(load.ids) for load in loads),
             "workers": [
-                {"owner": load.owner, "tasks": len(load.ids), "ids": load.ids, "oldest_start": load.oldest_start}
+                {
+                    "owner": load.owner,
+                    "tasks": len(load.ids),
+                    "ids": load.ids,
+                    "oldest_start": load.oldest_start,
+                    "stale": load.stale,
+                }  # fmt: skip
                 for load in loads
             ],
         }

@@ -77,7 +77,9 @@ def test_workers_groups_running_items_by_owner(cli_runner, tmp_path):
         "- w1 tasks=1 ids=b oldest_start=2026-11-25T11:00:00Z\n"
     )
     data = json.loads(invoke(cli_runner, queue, "workers", "--json").stdout)
-    assert data["workers"][0] == {"owner": "w2", "tasks": 2, "ids": ["c", "a"], "oldest_start": "2026-11-25T09:00:00Z"}
+    assert data["workers"][0] == {
+        "owner": "w2", "tasks": 2, "ids": ["c", "a"], "oldest_start": "2026-11-25T09:00:00Z", "stale": [],
+    }  # fmt: skip
 
 
 def test_workers_says_none_when_nothing_runs(cli_runner, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -206,15 +207,27 @@ def test_heartbeats_live_in_orch_runtime_state_not_in_the_queue(queue_file):
     assert '"until": 1800000040' in (queue_file.parent / ".orch" / "leases.json").read_text()
 
 
-def test_a_lost_lease_file_falls_back_to_the_start_time(queue_file):
-    store = MarkdownStore(queue_file, default_lease=300)
+def test_rows_set_in_progress_by_hand_are_never_reaped(queue_file):
+    store = MarkdownStore(queue_file)
     (queue_file.parent / ".orch").mkdir(exist_ok=True)
-    (queue_file.parent / ".orch" / "leases.json").write_text("{torn")
-    # ORCH-002 started 2026-11-25T10:00:00Z with no lease record: its lease ends 300 s later.
-    started = 1_795_600_800
-    assert store.lease_until("ORCH-002") == started + 300
-    assert store.reap(now=started + 299) == []
-    assert [item.id for item in store.reap(now=started + 301)] == ["ORCH-002"]
+    (queue_file.parent / ".orch" / "leases.json").write_text("{torn")  # or lost: the same
+    assert store.lease_until("ORCH-002") is None  # IN_PROGRESS in QUEUE.md, but orch holds no lease
+    assert store.reap(now=2_000_000_000) == []
+    assert store.get("ORCH-002").status is Status.IN_PROGRESS
+
+
+def test_a_claim_records_its_lease_before_the_row_says_in_progress(queue_file, monkeypatch):
+    store = MarkdownStore(queue_file)
+    seen = []
+    original = store._replace_if_unchanged
+
+    def spy(expected, new_data):
+        seen.append(json.loads((queue_file.parent / ".orch" / "leases.json").read_text())["held"])
+        return original(expected, new_data)
+
+    monkeypatch.setattr(store, "_replace_if_unchanged", spy)
+    claim = store.claim("w", lease=30, now=1_800_000_000)
+    assert claim.item.id in seen[0]
 
 
 def test_without_attempt_columns_a_failure_is_final(tmp_path):

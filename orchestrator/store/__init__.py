@@ -16,7 +16,7 @@ def open_store(*, queue: Path, db: str | None = None, policy: Policy = DEFAULT_P
         return SqliteStore(Path(db), policy=policy, default_lease=lease)
     from orchestrator.store.markdown import MarkdownStore
 
-    return MarkdownStore(queue, policy=policy, default_lease=lease)
+    return MarkdownStore(queue, policy=policy)
 
 
 __all__ = ["Event", "Store", "open_store"]

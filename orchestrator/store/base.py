@@ -53,6 +53,10 @@ class Store(Protocol):
         """
         ...
 
+    def keeps(self, field_name: str) -> bool:
+        """Whether this store can hold that item field (a markdown queue needs its column)."""
+        ...
+
     def counts(self) -> dict[str, int]:
         """How many items are in each status, every status present."""
         ...
@@ -165,6 +169,10 @@ class Store(Protocol):
 
     def reap(self, now: float | None = None) -> list[Item]:
         """IN_PROGRESS items whose lease ended, retried or FAILED by the policy; only those."""
+        ...
+
+    def lease_ends(self) -> dict[str, float | None]:
+        """Every IN_PROGRESS item's lease end (None where it is not known)."""
         ...
 
     def lease_until(self, item_id: str) -> float | None:

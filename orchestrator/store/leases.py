@@ -2,8 +2,9 @@
 
 Leases and heartbeats change often, so they live in ``.orch/leases.json``
 (untracked) and never rewrite QUEUE.md. The file is replaced atomically under
-``.orch/leases.lock``. It is not fsynced: if a crash loses it, an IN_PROGRESS
-row's lease is taken to end ``lease`` seconds after its ``started`` time.
+``.orch/leases.lock``, and a claim records its lease before QUEUE.md says
+IN_PROGRESS. An IN_PROGRESS row with no lease was set by hand (or the file
+was lost): it is never reaped and never shown as stale; a person decides.
 """
 
 from __future__ import annotations

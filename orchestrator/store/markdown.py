@@ -33,7 +33,7 @@ from orchestrator.model import DEFAULT_POLICY, Claim, Item, Policy, Status
 from orchestrator.queuefile import QueueFile
 from orchestrator.store.base import Change, Event
 from orchestrator.store.leases import Lease, LeaseBook, LeaseFile
-from orchestrator.timeutil import now_iso, parse_iso
+from orchestrator.timeutil import now_iso
 
 T = TypeVar("T")
 TEMP_MARK = ".orch-tmp-"
@@ -67,13 +67,12 @@ class MarkdownStore:
 
     def __init__(
         self, path: Path, *, policy: Policy = DEFAULT_POLICY, lock_timeout: float = 30.0, durable: bool = True,
-        default_lease: float = 300.0, rng: random.Random | None = None,
+        rng: random.Random | None = None,
     ) -> None:  # fmt: skip
         self.path = Path(path)
         self.policy = policy
         self.lock_timeout = lock_timeout
         self.durable = durable
-        self.default_lease = default_lease  # for IN_PROGRESS rows whose lease record was lost
         self.rng = rng or random.Random()
         self.runtime_dir = self.path.parent / ".orch"
         self.leases = LeaseFile(self.runtime_dir)
@@ -99,6 +98,10 @@ class MarkdownStore:
         if self._last is None or self._last.data != data:
             self._last = QueueFile.load(self.display, data, confirm=False)
         return self._last
+
+    def keeps(self, field_name: str) -> bool:
+        """Whether the queue has a column for this item field."""
+        return field_name in self.load().columns
 
     def items(self, status: Status | None = None) -> list[Item]:
         queue = self.load()
@@ -232,12 +235,11 @@ class MarkdownStore:
                 events.append(_transition_event(item, new, "orch@reaper", "REAPED"))
         return changed, events
 
-    def _lease_end(self, item: Item, book: LeaseBook) -> float | None:
+    @staticmethod
+    def _lease_end(item: Item, book: LeaseBook) -> float | None:
+        """None for a row orch holds no lease on (set IN_PROGRESS by hand): never reaped."""
         lease = book.held.get(item.id)
-        if lease is not None:
-            return lease.until
-        started = parse_iso(item.started)
-        return None if started is None else started + self.default_lease
+        return lease.until if lease is not None else None
 
     def reap(self, now: float | None = None) -> list[Item]:
         """Items whose lease ended: retried per the policy, or FAILED when out of attempts."""
@@ -248,6 +250,11 @@ class MarkdownStore:
             return Outcome(changed, result=[queue.stored(item) for item in changed], events=events)
 
         return self.transact(edit, leases=True)
+
+    def lease_ends(self) -> dict[str, float | None]:
+        """Every IN_PROGRESS item's lease end (None: unknown, never reaped)."""
+        book = self.leases.read()
+        return {item.id: self._lease_end(item, book) for item in self.items(Status.IN_PROGRESS)}
 
     def lease_until(self, item_id: str) -> float | None:
         """When the item's current lease ends (None if it is not leased)."""
@@ -320,6 +327,10 @@ class MarkdownStore:
                 if not outcome.changed and not outcome.added and not outcome.removed:
                     return outcome.result
                 new_data = queue.render(outcome.changed, outcome.added, outcome.removed)
+                if book is not None and book.dirty:
+                    # The lease is recorded before the row says IN_PROGRESS, so a crash in
+                    # between leaves a lease on a PENDING row (harmless), never the reverse.
+                    self.leases.write(book)
                 if self._replace_if_unchanged(data, new_data):
                     self._record(outcome.events)
                     return outcome.result

@@ -274,6 +274,10 @@ class SqliteStore:
 
     # --- reads --------------------------------------------------------------------
 
+    def keeps(self, field_name: str) -> bool:
+        """Every item field has a column in the database."""
+        return True
+
     def items(self, status: Status | None = None) -> list[Item]:
         if status is None:
             rows = self.db.execute("SELECT * FROM items ORDER BY seq")
@@ -303,6 +307,12 @@ class SqliteStore:
                   json.loads(r["data"]))
             for r in rows
         ]  # fmt: skip
+
+    def lease_ends(self) -> dict[str, float | None]:
+        """Every IN_PROGRESS item's lease end."""
+        with self._thread_lock:
+            rows = self.db.execute("SELECT id, lease_until FROM items WHERE status = 'IN_PROGRESS'").fetchall()
+        return {row[0]: row[1] for row in rows}
 
     def lease_until(self, item_id: str) -> float | None:
         """When the item's current lease ends (None if it is not leased)."""
