@@ -548,3 +548,50 @@ def archive(app: App, days: float, dry_run: bool, as_json: bool) -> None:
     report = archive_old(app.store, app.root, app.queue if not app.db else app.root / QUEUE_NAME, days,
                          dry_run=dry_run)  # fmt: skip
     click.echo(render.as_json(report.as_dict()) if as_json else render.archived(report, dry_run))
+
+
+# --- git -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--dir", "folder", type=click.Path(file_okay=False, exists=True, path_type=Path), default=".",
+              help="Anywhere inside the repository (default: here).")  # fmt: skip
+def init(folder: Path) -> None:
+    """Set this repository up for orch: QUEUE.md, orch.yaml, ignores, the QUEUE.md merge driver.
+
+    Running it twice changes nothing.
+    """
+    from orchestrator.init import init as set_up
+
+    done = set_up(folder)
+    click.echo("\n".join(done) if done else "already set up: nothing to do")
+
+
+@cli.command(name="merge-driver")
+@click.argument("base", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("ours", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("theirs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def merge_driver(base: Path, ours: Path, theirs: Path) -> None:
+    """git's merge driver for QUEUE.md (%O %A %B): merges by row id and by cell into OURS.
+
+    Exit 0 when clean; 1 when rows conflict (marked with <<<<<<< around each
+    such row only). orch init registers it.
+    """
+    from orchestrator.merge import run_driver
+
+    raise SystemExit(run_driver(base, ours, theirs))
+
+
+@cli.command()
+@pass_app
+def edit(app: App) -> None:
+    """Edit QUEUE.md in $EDITOR under the lock; only a valid result replaces it.
+
+    An invalid result is refused (exit 2) and kept in a recovery file under .orch/edit/.
+    """
+    from orchestrator.edit import edit as edit_queue
+    from orchestrator.store.markdown import MarkdownStore
+
+    if app.db:
+        raise click.UsageError("orch edit works on a markdown queue; drop --db (or orch export, edit, import)")
+    click.echo(edit_queue(MarkdownStore(app.queue)))
