@@ -391,7 +391,16 @@ def _run(app: App, settings: RunSettings) -> None:
         package = Package.of(app.root, settings.job)
         package.read_order()  # a clear error when the job has no package
         hooks = Conductor(app.store, app.config, package)
+    stream = click.get_text_stream("stdout")
+    live = None
     runner = Runner(app.store, app.config, app.root, options, report=lambda line: click.echo(line), hooks=hooks)
+    if stream.isatty():
+        from orchestrator.progress import LiveProgress, attempt_rows
+
+        total = len([i for i in app.store.items() if i.job == settings.job]) if settings.job else None
+        live = LiveProgress(stream, attempt_rows(runner, total))
+        runner.report = live.line
+        live.start()
     if hooks is not None:
         hooks.attach(runner)
     try:
@@ -400,6 +409,9 @@ def _run(app: App, settings: RunSettings) -> None:
         runner.stop()
         click.echo("interrupted: running attempts were cancelled and their items released", err=True)
         raise SystemExit(130) from None
+    finally:
+        if live is not None:
+            live.stop()
     click.echo(render.run_summary(outcomes, app.store))
 
 

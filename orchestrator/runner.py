@@ -128,6 +128,7 @@ class Runner:
         self.worktrees = Worktrees(self.repo, self.runtime, config.worktree_pool)
         self.agents: dict[str, Agent] = {}
         self.active: dict[str, tuple[threading.Thread, threading.Event, Claim]] = {}
+        self.attempts: dict[str, Attempt] = {}  # the running ones, for live progress
         self.outcomes: list[Outcome] = []
         self._done = threading.Condition()
         self._stop = threading.Event()
@@ -167,6 +168,7 @@ class Runner:
         self.hooks.claimed(claim, route)
         cancel = threading.Event()
         attempt = Attempt(self, claim, cancel, route)
+        self.attempts[claim.item.id] = attempt
         thread = threading.Thread(target=self._drive, args=(attempt,), name=f"orch-{claim.item.id}", daemon=True)
         self.active[claim.item.id] = (thread, cancel, claim)
         thread.start()
@@ -178,6 +180,7 @@ class Runner:
         finally:
             with self._done:
                 self.active.pop(attempt.item.id, None)
+                self.attempts.pop(attempt.item.id, None)
                 self._done.notify_all()
         self.outcomes.append(outcome)
 
@@ -272,6 +275,7 @@ class Attempt:
         self.route = route or Route()
         self.started = time.monotonic()
         self.details = task_prompt(runner.root, claim.item)  # a work order task's full prompt
+        self.phase = "starting"
         self.item: Item = claim.item
         self.options, self.config, self.store = runner.options, runner.config, runner.store
         self.owner = self.options.owner
@@ -376,6 +380,7 @@ class Attempt:
 
     def _call(self, agent_name: str, role: str, step: int, prompt: str) -> StepResult:
         agent = self.runner.agent(agent_name)
+        self.phase = f"step {step} {role}"
         folder = self._folder(step)
         folder.mkdir(parents=True, exist_ok=True)
         prompt_file = folder / f"{role}.prompt.md"

@@ -1,0 +1,83 @@
+"""Operator conveniences: watch, stale items, reassign, live progress."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from orchestrator import operations
+from orchestrator.cli import cli
+from orchestrator.model import Item, Status
+from orchestrator.procs import AgentProcess, ProcessRegistry
+from orchestrator.progress import LiveProgress, bar
+from orchestrator.store.markdown import MarkdownStore
+from orchestrator.watch import watch
+from tests.stores import make_store
+
+
+def test_watch_prints_again_only_when_the_summary_changes():
+    states = iter(["a", "a", "b", "b", "a"])
+    printed, sleeps = [], []
+    watch(lambda: next(states), 2.0, printed.append, sleep=sleeps.append, rounds=5)
+    assert printed == ["a", "b", "a"]
+    assert sleeps == [2.0] * 4
+
+
+def test_watch_ends_quietly_on_ctrl_c():
+    def snapshot() -> str:
+        raise KeyboardInterrupt
+
+    watch(snapshot, 1.0, print)  # returns instead of raising
+
+
+def test_status_summary_is_the_first_line_only(cli_runner, queue_file):
+    result = cli_runner.invoke(cli, ["--queue", str(queue_file), "status", "--summary"])
+    assert result.stdout == "summary PENDING=1 IN_PROGRESS=1 BLOCKED=1 FAILED=1 DONE=1\n"
+
+
+def test_expired_leases_and_dead_runners_show_as_stale(tmp_path, cli_runner):
+    store = make_store("markdown", tmp_path)
+    store.add([Item("a"), Item("b")], actor="t")
+    store.claim("w2", lease=10_000_000_000, item_id="b")
+    store.claim("w1", lease=10, now=1_000, item_id="a")  # a lease long expired by now
+    dead = AgentProcess("b", 1, "worker", 999_999, 999_999, 1, 999_999, 1)  # a runner pid that is not running
+    ProcessRegistry(tmp_path / ".orch").register(dead)
+    assert operations.stale_items(store, tmp_path / ".orch") == {"a": "lease_expired", "b": "runner_gone"}
+    queue = ["--queue", str(store.path)]
+    status = cli_runner.invoke(cli, [*queue, "status"]).stdout
+    assert "- a owner=w1" in status and "stale=lease_expired" in status and "stale=runner_gone" in status
+    workers = json.loads(cli_runner.invoke(cli, [*queue, "workers", "--json"]).stdout)
+    assert {load["owner"]: load["stale"] for load in workers["workers"]} == {"w1": ["a"], "w2": ["b"]}
+
+
+def test_reassign_sends_a_blocked_item_to_another_agent(tmp_path, cli_runner):
+    store = make_store("markdown", tmp_path)
+    store.add([Item("a", Status.BLOCKED, agent="coder"), Item("b")], actor="t")
+    (tmp_path / "orch.yaml").write_text("agents:\n  coder: {argv: [x]}\n  reviewer: {argv: [y]}\n")
+    queue = ["--queue", str(store.path)]
+    result = cli_runner.invoke(cli, [*queue, "reassign", "--id", "a", "--to", "reviewer"])
+    assert result.stdout == "a -> PENDING (agent reviewer)\n"
+    item = store.get("a")
+    assert (item.status, item.agent, item.note_list()[-1]) == (Status.PENDING, "reviewer", "reassign:reviewer")
+    assert store.claim("w", lease=60).item.agent == "reviewer"  # the normal claim picks it up
+    refused = cli_runner.invoke(cli, [*queue, "reassign", "--id", "b", "--to", "reviewer"])
+    assert refused.exit_code == 1 and "only BLOCKED or FAILED" in refused.stderr
+    unknown = cli_runner.invoke(cli, [*queue, "reassign", "--id", "a", "--to", "nobody"])
+    assert unknown.exit_code == 2 and "no agent of that name" in unknown.stderr
+
+
+def test_reassign_needs_an_agent_column_in_a_markdown_queue(queue_file, cli_runner):
+    result = cli_runner.invoke(cli, ["--queue", str(queue_file), "reassign", "--id", "ORCH-004", "--to", "x"])
+    assert result.exit_code == 2 and "no 'agent' column" in result.stderr
+    assert MarkdownStore(queue_file).get("ORCH-004").status is Status.FAILED
+
+
+def test_live_progress_redraws_its_block_below_the_events():
+    out = io.StringIO()
+    rows = iter([["  a step 1"], ["  a step 2"], []])
+    live = LiveProgress(out, lambda: next(rows))
+    live.line("a started")
+    live.line("a done")
+    live.stop()
+    assert out.getvalue() == "a started\n  a step 1\n\x1b[1F\x1b[Ja done\n  a step 2\n\x1b[1F\x1b[J"
+    assert bar(5, 20, width=10) == "[##........] 5/20"
