@@ -36,7 +36,8 @@ class LiveProgress:
 
     def stop(self) -> None:
         self.stop_event.set()
-        self.thread.join(2)
+        if self.thread.is_alive():
+            self.thread.join(2)
         with self.lock:
             self._erase()
             self.stream.flush()
