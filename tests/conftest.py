@@ -81,3 +81,39 @@ def run_orch(*args: str, cwd: Path | None = None, timeout: float = 60, **kwargs)
     """Run ``orch`` as a real process and capture its output."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(orch_argv(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server DSN: ORCH_TEST_PG_DSN, else a throwaway cluster; skipped when neither exists,
+    unless ORCH_REQUIRE_PG=1 (as in CI), where a missing server fails the tests."""
+    dsn = os.environ.get("ORCH_TEST_PG_DSN")
+    if dsn:
+        yield dsn
+        return
+    from tests.pgcluster import Cluster, server_bin
+
+    required = os.environ.get("ORCH_REQUIRE_PG") == "1"
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        if required:
+            pytest.fail("ORCH_REQUIRE_PG=1 but psycopg is not installed")
+        pytest.skip("psycopg not installed: pip install 'orch[postgres]'")
+    if not server_bin("initdb"):
+        if required:
+            pytest.fail("ORCH_REQUIRE_PG=1 but no PostgreSQL server binaries were found")
+        pytest.skip("no PostgreSQL server here (set ORCH_TEST_PG_DSN or install postgresql)")
+    cluster = Cluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_dsn(pg_server):
+    """A fresh, empty database for one test."""
+    from tests.pgcluster import fresh_database
+
+    return fresh_database(pg_server)

@@ -8,6 +8,7 @@ from orchestrator.store.markdown import MarkdownStore
 from orchestrator.store.sqlite import SqliteStore
 
 BACKENDS = ["markdown", "sqlite"]
+ALL_BACKENDS = [*BACKENDS, "postgres"]  # postgres needs the pg_dsn fixture (a server)
 
 FULL_HEADER = (
     "| id | status | title | owner | started | attempts | max_attempts | retry_not_before "
@@ -16,10 +17,14 @@ FULL_HEADER = (
 )
 
 
-def make_store(backend: str, folder: Path, **options):
-    """A fresh, empty store of this backend in ``folder``."""
+def make_store(backend: str, folder: Path, dsn: str | None = None, **options):
+    """A fresh, empty store of this backend in ``folder`` (PostgreSQL: in the database ``dsn``)."""
     if backend == "markdown":
         path = Path(folder) / "QUEUE.md"
         path.write_text("# Queue\n\n" + FULL_HEADER)
         return MarkdownStore(path, durable=False, **options)
+    if backend == "postgres":
+        from orchestrator.store.postgres import PostgresStore
+
+        return PostgresStore(dsn, **options)
     return SqliteStore(Path(folder) / "queue.db", **options)

@@ -5,22 +5,26 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator import model, operations
 from orchestrator.errors import DuplicateIdError, LeaseLostError, NotEligibleError, NotFoundError
 from orchestrator.model import Item, Policy, Status
-from tests.stores import BACKENDS, make_store
+from tests.stores import ALL_BACKENDS, make_store
 
 T0 = 1_800_000_000.0
 LEASE = 60.0
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=ALL_BACKENDS)
 def store(request, tmp_path):
-    """Each contract test runs once per backend."""
-    return make_store(request.param, tmp_path, policy=Policy(max_attempts=3, backoff_base=10, jitter=0.1))
+    """Each contract test runs once per backend (the property test reuses it: unique ids per example)."""
+    dsn = request.getfixturevalue("pg_dsn") if request.param == "postgres" else None
+    made = make_store(request.param, tmp_path, dsn, policy=Policy(max_attempts=3, backoff_base=10, jitter=0.1))
+    yield made
+    if hasattr(made, "close"):
+        made.close()
 
 
 def add(store, *ids: str, **fields) -> None:
@@ -202,29 +206,32 @@ def test_upsert_adds_new_items_and_replaces_known_ones(store):
     assert store.get("b").status is Status.PENDING
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     max_attempts=st.integers(1, 5),
     base=st.floats(1, 600),
     factor=st.floats(1, 3),
     jitter=st.floats(0, 0.5),
     seed=st.integers(0, 2**16),
-    backend=st.sampled_from(BACKENDS),
+    data=st.data(),
 )
 def test_an_item_that_always_fails_ends_failed_after_exactly_max_attempts_claims(
-    tmp_path_factory, max_attempts, base, factor, jitter, seed, backend
+    store, max_attempts, base, factor, jitter, seed, data
 ):
     policy = Policy(max_attempts=max_attempts, backoff_base=base, backoff_factor=factor, backoff_cap=3600,
                     jitter=jitter)  # fmt: skip
-    store = make_store(backend, tmp_path_factory.mktemp(backend), policy=policy, rng=random.Random(seed))
-    add(store, "a")
+    store.policy, store.rng = policy, random.Random(seed)
+    item_id = f"a{data.draw(st.integers(0, 10**9))}"
+    if any(item.id == item_id for item in store.items()):
+        return
+    add(store, item_id)
     now, claims = T0, 0
-    while (claim := store.claim("w", lease=LEASE, now=now)) is not None:
+    while (claim := store.claim("w", lease=LEASE, now=now, item_id=item_id)) is not None:
         claims += 1
-        failed = store.fail("a", "w", note="error:always", attempt=claim.attempt, now=now)
+        failed = store.fail(item_id, "w", note="error:always", attempt=claim.attempt, now=now)
         if failed.status is Status.PENDING:
             nominal = min(3600, base * factor ** (claims - 1))
             assert nominal * (1 - jitter) - 1 <= failed.retry_not_before - now <= nominal * (1 + jitter)
             now = failed.retry_not_before
     assert claims == max_attempts
-    assert store.get("a").status is Status.FAILED
+    assert store.get(item_id).status is Status.FAILED

@@ -9,7 +9,11 @@ from orchestrator.store.base import Event, Store
 
 
 def open_store(*, queue: Path, db: str | None = None, policy: Policy = DEFAULT_POLICY, lease: float = 300.0) -> Store:
-    """The SQLite store when ``db`` is given, else the markdown one at ``queue``."""
+    """PostgreSQL for a ``postgresql://`` URL, SQLite for another ``db`` path, else markdown at ``queue``."""
+    if db and db.startswith(("postgresql://", "postgres://")):
+        from orchestrator.store.postgres import PostgresStore
+
+        return PostgresStore(db, policy=policy, default_lease=lease)
     if db:
         from orchestrator.store.sqlite import SqliteStore
 
