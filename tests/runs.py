@@ -56,7 +56,7 @@ def runner(folder: Path, *, backend: str = "markdown", report=None, **options) -
         if not store.items():
             store.upsert(MarkdownStore(folder / "QUEUE.md").items(), actor="test")
     else:
-        store = MarkdownStore(folder / "QUEUE.md", policy=cfg.retry, default_lease=cfg.lease)
+        store = MarkdownStore(folder / "QUEUE.md", policy=cfg.retry)
     options.setdefault("grace", 1.0)
     return Runner(store, cfg, folder, RunOptions(**options), report or (lambda line: None))
 
