@@ -372,6 +372,7 @@ class RunSettings:
     max_steps: int | None = None
     once: bool = False
     ignore_backoff: bool = False
+    forever: bool = False
 
 
 def _run(app: App, settings: RunSettings) -> None:
@@ -379,7 +380,7 @@ def _run(app: App, settings: RunSettings) -> None:
 
     options = RunOptions(
         workers=settings.workers, item_id=settings.item_id, job=settings.job, once=settings.once,
-        job_timeout=settings.job_timeout, max_steps=settings.max_steps,
+        job_timeout=settings.job_timeout, max_steps=settings.max_steps, forever=settings.forever,
     )  # fmt: skip
     if settings.ignore_backoff:
         operations.clear_backoff(app.store, settings.item_id)
@@ -424,9 +425,10 @@ def _run(app: App, settings: RunSettings) -> None:
 @click.option("--max-steps", type=click.IntRange(min=1), metavar="N",
               help="Worker/supervisor rounds before asking a human (default: orch.yaml max_steps, 6).")  # fmt: skip
 @click.option("--once", is_flag=True, help="Run one item, then stop.")
+@click.option("--forever", is_flag=True, help="Keep waiting for new work (PostgreSQL wakes it at once; else it polls).")
 @pass_app
 def run(app: App, item_id: str | None, job: str | None, workers: int, job_timeout: float | None,
-        max_steps: int | None, once: bool) -> None:  # fmt: skip
+        max_steps: int | None, once: bool, forever: bool) -> None:  # fmt: skip
     """Claim runnable items and run each in its own git worktree until none is left.
 
     Each attempt runs on branch orch/<id>/<attempt> in .orch/worktrees/<id>/<attempt>:
@@ -436,7 +438,7 @@ def run(app: App, item_id: str | None, job: str | None, workers: int, job_timeou
     committed after every step; .orch/runs/<id>/<attempt>/job_manifest.json
     holds the attempt's history.
     """
-    _run(app, RunSettings(item_id, job, workers, job_timeout, max_steps, once or bool(item_id)))
+    _run(app, RunSettings(item_id, job, workers, job_timeout, max_steps, once or bool(item_id), forever=forever))
 
 
 @cli.command()

@@ -61,6 +61,8 @@ class RunOptions:
     owner: str = field(default_factory=default_owner)
     poll: float = 0.1
     wait_for_retries: bool = True
+    forever: bool = False  # keep waiting for new work instead of ending when the queue is drained
+    idle_poll: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,9 @@ class Runner:
                     self._stop.wait(min(max(self.route_wait, 0.05), 5.0))  # every pool full or paused
                     continue
                 wait = self._retry_wait()
+                if wait is None and self.options.forever:
+                    self._idle()
+                    continue
                 if wait is None:
                     return
                 self.report(f"waiting {wait:.0f}s for a retry backoff to pass")
@@ -220,6 +225,14 @@ class Runner:
                 continue
             with self._done:
                 self._done.wait(timeout=1.0)
+
+    def _idle(self) -> None:
+        """Nothing to do: wait for the store to say work arrived (PostgreSQL NOTIFY), else poll."""
+        waiter = getattr(self.store, "wait_for_work", None)
+        if waiter is not None:
+            waiter(self.options.idle_poll)
+        else:
+            self._stop.wait(self.options.idle_poll)
 
     def _pending_runnable(self) -> bool:
         """Whether an item is waiting only for a pool (not for a dependency or a backoff)."""
