@@ -110,7 +110,7 @@ def cancel(store: Store, item_id: str, *, actor: str = ACTOR_CLI) -> Item:
 
 
 def cancel_many(store: Store, runtime: Path, *, item_id: str | None = None, everything: bool = False,
-                job: str | None = None, grace: float = 5.0) -> list[Item]:  # fmt: skip
+                job: str | None = None, grace: float = 5.0, actor: str = ACTOR_CLI) -> list[Item]:  # fmt: skip
     """Cancel one item, every running item, or a work order's open items; stop their agents."""
     from orchestrator.procs import ProcessRegistry
 
@@ -120,7 +120,7 @@ def cancel_many(store: Store, runtime: Path, *, item_id: str | None = None, ever
         chosen = [item.id for item in store.items(Status.IN_PROGRESS)]
     else:
         chosen = [item.id for item in store.items() if item.job == job and item.status in model.CANCELLABLE]
-    cancelled = [cancel(store, chosen_id) for chosen_id in chosen]
+    cancelled = [cancel(store, chosen_id, actor=actor) for chosen_id in chosen]
     registry = ProcessRegistry(runtime)
     for item in cancelled:
         registry.stop_item(item.id, grace)

@@ -32,7 +32,7 @@ from orchestrator.errors import (
     OrchError,
 )  # fmt: skip
 from orchestrator.manifest import JobManifest
-from orchestrator.model import Claim, Item, Status
+from orchestrator.model import NOTE_SEPARATOR, Claim, Item, Status
 from orchestrator.procs import ProcessRegistry
 from orchestrator.store.base import Store
 from orchestrator.verdict import CONTINUE, INTERVENTION, SUCCESS, Verdict, read_verdict
@@ -516,7 +516,7 @@ def _shown(path: Path) -> Path:
 
 def _short(text: str, limit: int = 120) -> str:
     """One line, at most ``limit`` characters: fit for a note or a commit trailer."""
-    line = " ".join(str(text).split())
+    line = " ".join(str(text).split()).replace(NOTE_SEPARATOR, ", ")  # one note stays one note
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 

@@ -508,7 +508,6 @@ def test_an_echoed_api_key_is_redacted_from_every_error(tmp_path, server, monkey
     assert KEY not in (tmp_path / "logs/worker.log").read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="OllamaAgent never sends api_key_env as a Bearer header (see the report)")
 def test_ollama_sends_its_api_key_as_a_bearer_header(tmp_path, server, monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
     server.play(ollama_stream(EDITS))
@@ -516,8 +515,6 @@ def test_ollama_sends_its_api_key_as_a_bearer_header(tmp_path, server, monkeypat
     assert server.seen[0].headers.get("authorization") == f"Bearer {KEY}"
 
 
-@pytest.mark.xfail(strict=True, reason="OllamaAgent drops max_tokens; Ollama's limit is options.num_predict "
-                                       "(see the report)")  # fmt: skip
 def test_ollama_passes_max_tokens_as_num_predict(tmp_path, server):
     server.play(ollama_stream(EDITS))
     model_agent("ollama", server, max_tokens=256).step(step_request(tmp_path))
@@ -550,14 +547,10 @@ def test_parse_wait_reads_retry_after_and_rate_limit_reset_headers(headers, seco
     assert parse_wait(httpx.Headers(headers), now=now) == pytest.approx(seconds)
 
 
-@pytest.mark.xfail(strict=True, reason="parse_wait raises ValueError on a Retry-After that is neither seconds "
-                                       "nor an HTTP date (see the report)")  # fmt: skip
 def test_parse_wait_falls_back_when_retry_after_is_malformed():
     assert parse_wait(httpx.Headers({"retry-after": "soon", "x-ratelimit-reset-requests": "20ms"})) == 0.02
 
 
-@pytest.mark.xfail(strict=True, reason="a malformed Retry-After escapes as ValueError, not AgentError, so the "
-                                       "runner records 'error:orch ValueError' (see the report)")  # fmt: skip
 def test_a_429_with_a_malformed_retry_after_is_still_waited_out(tmp_path, server):
     limited = openai_error(429, "requests", "slow down", "rate_limit_exceeded",
                            {"Retry-After": "soon", "x-ratelimit-reset-requests": "20ms"})  # fmt: skip

@@ -149,8 +149,6 @@ def test_claude_is_error_fails_the_step_with_its_message():
     assert "API Error: 401 invalid x-api-key" in parsed.error
 
 
-@pytest.mark.xfail(strict=True, reason="parse_claude words an is_error result with subtype 'success' as "
-                                       "'claude reported success: ...' (see the report)")  # fmt: skip
 def test_claude_is_error_is_not_called_a_success():
     assert "success" not in parse_claude(CLAUDE_API_ERROR, 1).error
 
@@ -357,8 +355,6 @@ def test_claude_permission_denial_blocks_the_item_without_asking_the_supervisor(
     assert step["worker"]["usage"]["total_cost_usd"] == 0.0123
 
 
-@pytest.mark.xfail(strict=True, reason="the intervention text holds '; ', the notes separator, so one note "
-                                       "reads back as two (see the report)")  # fmt: skip
 def test_claude_permission_denial_is_one_note(tmp_path, bin_dir):
     fake_cli(bin_dir, "claude", {"stdout": CLAUDE_DENIED})
     run, _ = run_one(tmp_path / "repo", {"kind": "claude"})

@@ -168,7 +168,10 @@ def parse_wait(headers: httpx.Headers, now: float | None = None) -> float:
         try:
             return max(0.0, float(value))
         except ValueError:
-            moment = email.utils.parsedate_to_datetime(value)
+            try:
+                moment = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                moment = None  # neither seconds nor a date: use the reset headers or the default
             if moment is not None:
                 return max(0.0, moment.timestamp() - (now or time.time()))
     waits = [_duration(headers[name]) for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
@@ -198,7 +201,7 @@ def with_retries(request: StepRequest, deadline: float, max_retries: int, attemp
         try:
             return attempt()
         except RateLimited as limit:
-            wait = limit.seconds
+            wait = max(limit.seconds, 0.5)  # "Retry-After: 0" must not become a tight loop
             if on_rate_limit is not None:
                 on_rate_limit(wait)
         except RetryableError as error:

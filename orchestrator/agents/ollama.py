@@ -33,14 +33,18 @@ class OllamaAgent(HttpAgent):
 
     def body(self, request: StepRequest) -> dict:
         schema = VERDICT_SCHEMA if request.role == "supervisor" else EDITS_SCHEMA
-        options = {k: self.options[k] for k in ("temperature", "num_ctx", "seed") if k in self.options}
+        options = {k: self.options[k] for k in ("temperature", "num_ctx", "seed", "num_predict") if k in self.options}
+        if "max_tokens" in self.options:
+            options.setdefault("num_predict", self.options["max_tokens"])
         body = {"model": self.model, "messages": self.messages(request), "stream": True, "format": schema}
         return {**body, "options": options} if options else body
 
     def ask(self, client: httpx.Client, request: StepRequest, log) -> ModelAnswer:
         url = self.base_url.rstrip("/") + "/api/chat"
         try:
-            with client.stream("POST", url, json=self.body(request)) as response:
+            key = self.api_key()
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            with client.stream("POST", url, json=self.body(request), headers=headers) as response:
                 check_status(response, describe_error)
                 return self._read(response, log)
         except httpx.TimeoutException:

@@ -53,12 +53,13 @@ def parse_claude(stdout: str, exit_code: int | None) -> Parsed:
     denials = result.get("permission_denials") or []
     if denials:
         tools = ", ".join(sorted({str(d.get("tool_name", "?")) for d in denials if isinstance(d, dict)}))
-        return Parsed(text, usage, intervention=f"permission denied for {tools}; allow it in agents.<name>.argv")
+        return Parsed(text, usage, intervention=f"permission denied for {tools} (allow it in agents.<name>.argv)")
     subtype = result.get("subtype", "")
     if subtype == "error_max_turns":
         return Parsed(text, usage, intervention=f"claude reached its turn limit after {result.get('num_turns')} turns")
     if result.get("is_error") or (subtype and subtype != "success"):
-        return Parsed(text, usage, error=f"claude reported {subtype or 'an error'}: {text[:200]}")
+        what = subtype if subtype and subtype != "success" else "an error"
+        return Parsed(text, usage, error=f"claude reported {what}: {text[:200]}")
     return Parsed(text, usage)
 
 
