@@ -609,3 +609,45 @@ def edit(app: App) -> None:
     if app.db:
         raise click.UsageError("orch edit works on a markdown queue; drop --db (or orch export, edit, import)")
     click.echo(edit_queue(MarkdownStore(app.queue)))
+
+
+# --- watching -------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8765, show_default=True,
+              help="Port to listen on (0: any free port).")  # fmt: skip
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--allow-remote", is_flag=True, help="Allow an address other than 127.0.0.1 (a token is still needed).")
+@click.option("--read-only", is_flag=True, help="Show, but offer no actions.")
+@pass_app
+def serve(app: App, port: int, host: str, allow_remote: bool, read_only: bool) -> None:
+    """A live web dashboard of the queue, the work orders and every attempt, on 127.0.0.1.
+
+    Actions (cancel, retry, replan, reassign) need the page's per-process
+    token and are recorded as operator@web.
+    """
+    from orchestrator.web.server import Dashboard, make_server
+
+    if host not in ("127.0.0.1", "localhost", "::1") and not allow_remote:
+        raise click.UsageError(f"--host {host} would let other machines in: add --allow-remote to mean it")
+    app.store  # noqa: B018 - fail now, not on the first request, if the queue cannot be read
+    dashboard = Dashboard(app.root, lambda: _fresh_store(app), app.config, host, port, read_only)
+    server = make_server(dashboard)
+    click.echo(f"orch dashboard on http://{host}:{dashboard.port}/ (Ctrl-C stops it)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dashboard.hub.stop()
+        server.server_close()
+
+
+def _fresh_store(app: App):
+    """A store of the same queue for another thread (a database connection is per thread)."""
+    from orchestrator.store import open_store
+
+    if app.db:
+        return open_store(queue=Path(QUEUE_NAME), db=app.db, policy=app.config.retry, lease=app.config.lease)
+    return open_store(queue=app.queue, policy=app.config.retry)

@@ -1,0 +1,1 @@
+"""``orch serve``: the local web dashboard (server, live updates, pages, SVG charts)."""
