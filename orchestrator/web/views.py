@@ -57,8 +57,10 @@ def board(store: Store, runtime: Path, status_filter: str = "", owner: str = "",
     counts = {s.value: 0 for s in Status}
     for item in items:
         counts[item.status.value] += 1
-    return {"summary": counts, "items": shown, "filters": {"status": status_filter, "owner": owner, "job": job},
-            "owners": sorted({i.owner for i in items if i.owner}), "jobs": sorted({i.job for i in items if i.job})}  # fmt: skip
+    return {
+        "summary": counts, "items": shown, "filters": {"status": status_filter, "owner": owner, "job": job},
+        "owners": sorted({i.owner for i in items if i.owner}), "jobs": sorted({i.job for i in items if i.job}),
+    }  # fmt: skip
 
 
 def attempts(runtime: Path, item_id: str) -> list[dict]:
@@ -75,8 +77,8 @@ def attempts(runtime: Path, item_id: str) -> list[dict]:
 
 def evidence_commits(repo_root: Path, item_id: str) -> list[dict]:
     """The evidence commits on each attempt branch, with the files each changed."""
-    branches = subprocess.run(["git", "-C", str(repo_root), "for-each-ref", "--format=%(refname:short)",
-                               f"refs/heads/orch/{item_id}/"], capture_output=True, text=True).stdout.split()  # fmt: skip
+    listing = ["git", "-C", str(repo_root), "for-each-ref", "--format=%(refname:short)", f"refs/heads/orch/{item_id}/"]
+    branches = subprocess.run(listing, capture_output=True, text=True).stdout.split()
     commits = []
     for branch in sorted(branches):
         log = subprocess.run(
