@@ -44,14 +44,15 @@ def attempts(runtime: Path) -> list[tuple[str, int, Path]]:
     found = []
     for item_dir in sorted(root.iterdir()) if root.is_dir() else []:
         for attempt_dir in sorted(item_dir.iterdir(), key=lambda p: (len(p.name), p.name)):
-            if attempt_dir.name.isdigit():
-                found.append((item_dir.name, int(attempt_dir.name), attempt_dir))
+            number = attempt_dir.name.split(".")[0]  # "3", or "3.2" when a reset queue repeated attempt 3
+            if number.isdigit():
+                found.append((item_dir.name, int(number), attempt_dir))
     return found
 
 
-def is_finished(store: Store, runtime: Path, item_id: str, attempt: int) -> bool:
+def is_finished(store: Store, runtime: Path, item_id: str, attempt: int, name: str = "") -> bool:
     """An attempt is finished when its manifest says so, or its item moved on without it."""
-    manifest = runtime / "runs" / item_id / str(attempt) / "job_manifest.json"
+    manifest = runtime / "runs" / item_id / (name or str(attempt)) / "job_manifest.json"
     if manifest.exists() and json.loads(manifest.read_text()).get("state") in END_STATES:
         return True
     try:
@@ -83,7 +84,7 @@ def clean(store: Store, repo_root: Path, *, item_id: str | None = None, job: str
     for found_id, attempt, path in attempts(runtime):
         if (item_id and found_id != item_id) or (job_ids is not None and found_id not in job_ids):
             continue
-        if not is_finished(store, runtime, found_id, attempt):
+        if not is_finished(store, runtime, found_id, attempt, path.name):
             continue
         results.append(_clean_one(repo_root, runtime, found_id, attempt, path, dry_run, force))
     return results
@@ -99,7 +100,7 @@ def _clean_one(repo_root: Path, runtime: Path, item_id: str, attempt: int, path:
     done = _git(repo_root, "worktree", "remove", *(["--force"] if force else []), str(path))
     if done.returncode != 0:
         return CleanupResult(item_id, attempt, path, "refused", done.stderr.strip()[:200])
-    _mark_cleaned(runtime / "runs" / item_id / str(attempt) / "job_manifest.json", force and bool(why))
+    _mark_cleaned(runtime / "runs" / item_id / path.name / "job_manifest.json", force and bool(why))
     return CleanupResult(item_id, attempt, path, "removed", why)
 
 

@@ -292,7 +292,7 @@ class Attempt:
         self.item: Item = claim.item
         self.options, self.config, self.store = runner.options, runner.config, runner.store
         self.owner = self.options.owner
-        self.run_dir = runner.runtime / "runs" / self.item.id / str(claim.attempt)
+        self.run_dir = _free_folder(runner.runtime / "runs" / self.item.id, claim.attempt)
         self.manifest = JobManifest(self.run_dir / "job_manifest.json", self.item.id, claim.attempt, self.owner)
         self.deadline = time.monotonic() + (self.options.job_timeout or self.config.job_timeout)
         self.worktree: Worktree | None = None
@@ -504,6 +504,15 @@ class Attempt:
         self.manifest.note(states.CANCELED, "the item was cancelled or its lease was lost")
         self.say("CANCELED")
         return "cancelled"
+
+
+def _free_folder(parent: Path, attempt: int) -> Path:
+    """``<attempt>``, or ``<attempt>.2``... when a reset queue repeats an attempt number."""
+    for suffix in ("", *(f".{k}" for k in range(2, 100))):
+        folder = parent / f"{attempt}{suffix}"
+        if not folder.exists():
+            return folder
+    return parent / f"{attempt}.{time.time_ns()}"
 
 
 def _shown(path: Path) -> Path:

@@ -65,8 +65,7 @@ class Worktrees:
     def create(self, item_id: str, attempt: int, base: str) -> Worktree:
         from git import GitCommandError
 
-        path = self.root / item_id / str(attempt)
-        branch = f"orch/{item_id}/{attempt}"
+        path, branch = self._free_name(item_id, attempt)
         recycled = self._from_pool(path, branch, base)
         if recycled is not None:
             return recycled
@@ -76,6 +75,20 @@ class Worktrees:
         except GitCommandError as error:
             raise _git_error(error, f"worktree add {path}") from None
         return Worktree(path, branch, base)
+
+    def _free_name(self, item_id: str, attempt: int) -> tuple[Path, str]:
+        """``.orch/worktrees/<id>/<attempt>`` on ``orch/<id>/<attempt>``; ``.2``, ``.3``... if a queue
+        that was reset (a new database, say) repeats an attempt number: an old branch is never touched."""
+        from git import GitCommandError
+
+        for suffix in ("", *(f".{k}" for k in range(2, 100))):
+            path, branch = self.root / item_id / f"{attempt}{suffix}", f"orch/{item_id}/{attempt}{suffix}"
+            try:
+                self.repo.git.rev_parse("--verify", "--quiet", f"refs/heads/{branch}")
+            except GitCommandError:
+                if not path.exists():
+                    return path, branch
+        raise AgentError(f"branches orch/{item_id}/{attempt} to .99 all exist; clean some up (orch cleanup)")
 
     def _from_pool(self, path: Path, branch: str, base: str) -> Worktree | None:
         """A finished, clean worktree moved into place and reset to ``base`` on the new branch."""

@@ -240,6 +240,10 @@ class PostgresStore:
             raise NotFoundError(item_id, "the PostgreSQL queue")
         return rows[0]["lease_until"] if rows[0]["status"] == "IN_PROGRESS" else None
 
+    def version(self) -> int:
+        """A number that grows with every change (the newest event)."""
+        return self._run("SELECT coalesce(max(seq), 0) AS n FROM events")[0]["n"]
+
     def lease_ends(self) -> dict[str, float | None]:
         rows = self._run("SELECT id, lease_until FROM items WHERE status = 'IN_PROGRESS'")
         return {row["id"]: row["lease_until"] for row in rows}

@@ -278,45 +278,59 @@ class SqliteStore:
         """Every item field has a column in the database."""
         return True
 
+    def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        """A query outside any write: one connection is shared by threads, so it waits its turn."""
+        with self._thread_lock:
+            return self._retrying(lambda: self.db.execute(sql, params).fetchall())
+
     def items(self, status: Status | None = None) -> list[Item]:
         if status is None:
-            rows = self.db.execute("SELECT * FROM items ORDER BY seq")
+            rows = self._read("SELECT * FROM items ORDER BY seq")
         else:
-            rows = self.db.execute("SELECT * FROM items WHERE status = ? ORDER BY seq", (status.value,))
+            rows = self._read("SELECT * FROM items WHERE status = ? ORDER BY seq", (status.value,))
         return [self._item(row) for row in rows]
 
     def counts(self) -> dict[str, int]:
         counts = {status.value: 0 for status in Status}
-        for status, count in self.db.execute("SELECT status, count(*) FROM items GROUP BY status"):
+        for status, count in self._read("SELECT status, count(*) FROM items GROUP BY status"):
             counts[status] = count
         return counts
 
     def oldest(self, status: Status, limit: int) -> list[Item]:
-        rows = self.db.execute(
+        rows = self._read(
             "SELECT * FROM items WHERE status = ? ORDER BY started = '', started, seq LIMIT ?", (status.value, limit)
         )
         return [self._item(row) for row in rows]
 
     def get(self, item_id: str) -> Item:
-        return self._item(self._row(self.db, item_id))
+        return self._item(self._one(item_id))
+
+    def _one(self, item_id: str) -> sqlite3.Row:
+        rows = self._read("SELECT * FROM items WHERE id = ?", (item_id,))
+        if not rows:
+            raise NotFoundError(item_id, str(self.path))
+        return rows[0]
 
     def events(self, item_id: str) -> list[Event]:
-        rows = self.db.execute("SELECT * FROM events WHERE item_id = ? ORDER BY seq", (item_id,))
+        rows = self._read("SELECT * FROM events WHERE item_id = ? ORDER BY seq", (item_id,))
         return [
             Event(r["time"], r["item_id"], r["actor"], r["event"], r["from_status"], r["to_status"], r["note"],
                   json.loads(r["data"]))
             for r in rows
         ]  # fmt: skip
 
+    def version(self) -> int:
+        """A number that grows with every change (the newest event)."""
+        return self._read("SELECT coalesce(max(seq), 0) FROM events")[0][0]
+
     def lease_ends(self) -> dict[str, float | None]:
         """Every IN_PROGRESS item's lease end."""
-        with self._thread_lock:
-            rows = self.db.execute("SELECT id, lease_until FROM items WHERE status = 'IN_PROGRESS'").fetchall()
+        rows = self._read("SELECT id, lease_until FROM items WHERE status = 'IN_PROGRESS'")
         return {row[0]: row[1] for row in rows}
 
     def lease_until(self, item_id: str) -> float | None:
         """When the item's current lease ends (None if it is not leased)."""
-        return self._row(self.db, item_id)["lease_until"]
+        return self._one(item_id)["lease_until"]
 
     # --- operator writes ----------------------------------------------------------
 

@@ -80,21 +80,13 @@ class Dashboard:
         if path is not None:
             marks["queue"] = file_marks([Path(path), self.runtime / "events.jsonl", self.runtime / "leases.json"])
         else:
-            marks["queue"] = (tuple(sorted(store.counts().items())), _latest_event(store))
+            marks["queue"] = store.version()
         runs = self.runtime / "runs"
         marks["runs"] = file_marks(sorted(runs.glob("*/*/job_manifest.json"))) if runs.is_dir() else ()
         for job_id in views.jobs(self.root):
             folder = self.root / "jobs" / job_id
             marks[f"job:{job_id}"] = file_marks([folder / "execution.log", folder / "results.jsonl"])
         return marks
-
-
-def _latest_event(store) -> object:
-    db = getattr(store, "db", None)
-    if db is not None:
-        with store._thread_lock:
-            return db.execute("SELECT max(seq) FROM events").fetchone()[0]
-    return store._run("SELECT max(seq) AS n FROM events")[0]["n"]
 
 
 class Refused(Exception):
