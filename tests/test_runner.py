@@ -145,3 +145,17 @@ def test_dependencies_run_in_order(tmp_path):
     make_repo(tmp_path, [row("B", deps="A"), row("A")], config(WRITE_FILE))
     outcomes = runner(tmp_path, workers=2).run()
     assert [o.item_id for o in outcomes] == ["A", "B"]
+
+
+def test_an_attempt_number_repeated_by_a_reset_queue_gets_a_new_branch(tmp_path):
+    make_repo(tmp_path, [row("A-1")], config(WRITE_FILE))
+    runner(tmp_path).run()
+    queue = tmp_path / "QUEUE.md"
+    reset = queue.read_text().replace("| A-1 | DONE |", "| A-1 | PENDING |").replace("| 1 | | w", "| 0 | | w")
+    queue.write_text(reset.replace("| runner-", "| x-"))  # a hand reset: attempts back to 0...
+    (tmp_path / ".orch/leases.json").unlink()  # ...and no runtime memory of them (a fresh clone, say)
+    [outcome] = runner(tmp_path).run()
+    assert (outcome.state, outcome.branch) == ("SUCCESS", "orch/A-1/1.2")
+    assert git(tmp_path, "rev-parse", "--verify", "orch/A-1/1").strip()  # the old branch is untouched
+    assert (tmp_path / ".orch/runs/A-1/1/job_manifest.json").exists()
+    assert (tmp_path / ".orch/runs/A-1/1.2/job_manifest.json").exists()
