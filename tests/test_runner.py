@@ -151,8 +151,8 @@ def test_an_attempt_number_repeated_by_a_reset_queue_gets_a_new_branch(tmp_path)
     make_repo(tmp_path, [row("A-1")], config(WRITE_FILE))
     runner(tmp_path).run()
     queue = tmp_path / "QUEUE.md"
-    reset = queue.read_text().replace("| A-1 | DONE |", "| A-1 | PENDING |").replace("| 1 | | w", "| 0 | | w")
-    queue.write_text(reset.replace("| runner-", "| x-"))  # a hand reset: attempts back to 0...
+    lines = [row("A-1").rstrip("\n") if line.startswith("| A-1 |") else line for line in queue.read_text().splitlines()]
+    queue.write_text("\n".join(lines) + "\n")  # a hand reset: PENDING, attempts back to 0...
     (tmp_path / ".orch/leases.json").unlink()  # ...and no runtime memory of them (a fresh clone, say)
     [outcome] = runner(tmp_path).run()
     assert (outcome.state, outcome.branch) == ("SUCCESS", "orch/A-1/1.2")
