@@ -15,20 +15,33 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import NamedTuple
 
+
+class _Lazy:
+    """A regex compiled on first use: a read-only command may never need most of them."""
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self.pattern, self.flags, self.compiled = pattern, flags, None
+
+    def __getattr__(self, name: str):
+        if self.compiled is None:
+            self.compiled = re.compile(self.pattern, self.flags)
+        return getattr(self.compiled, name)
+
+
 _UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
-_DELIMITER_ROW = re.compile(r"^ {0,3}\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
-_FENCE_OPEN = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
-_ATX_HEADING = re.compile(r"^ {0,3}#{1,6}(?:[ \t]|$)")
-_THEMATIC_BREAK = re.compile(r"^ {0,3}(?:(?:-[ \t]*){3,}|(?:\*[ \t]*){3,}|(?:_[ \t]*){3,})$")
-_QUOTE = re.compile(r"^ {0,3}>")
-_LIST_ITEM = re.compile(r"^( {0,3})([-+*]|\d{1,9}[.)])([ \t]+|$)")
-_HTML_RAW = re.compile(r"^ {0,3}<(script|pre|style|textarea)(?:[\s>]|$)", re.IGNORECASE)
-_HTML_RAW_END = re.compile(r"</(?:script|pre|style|textarea)>", re.IGNORECASE)
-_HTML_COMMENT = re.compile(r"^ {0,3}<!--")
-_HTML_BLOCK = re.compile(r"^ {0,3}</?[A-Za-z][A-Za-z0-9-]*(?:[\s/>]|$)")
+_DELIMITER_ROW = _Lazy(r"^ {0,3}\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
+_FENCE_OPEN = _Lazy(r"^( {0,3})(`{3,}|~{3,})(.*)$")
+_ATX_HEADING = _Lazy(r"^ {0,3}#{1,6}(?:[ \t]|$)")
+_THEMATIC_BREAK = _Lazy(r"^ {0,3}(?:(?:-[ \t]*){3,}|(?:\*[ \t]*){3,}|(?:_[ \t]*){3,})$")
+_QUOTE = _Lazy(r"^ {0,3}>")
+_LIST_ITEM = _Lazy(r"^( {0,3})([-+*]|\d{1,9}[.)])([ \t]+|$)")
+_HTML_RAW = _Lazy(r"^ {0,3}<(script|pre|style|textarea)(?:[\s>]|$)", re.IGNORECASE)
+_HTML_RAW_END = _Lazy(r"</(?:script|pre|style|textarea)>", re.IGNORECASE)
+_HTML_COMMENT = _Lazy(r"^ {0,3}<!--")
+_HTML_BLOCK = _Lazy(r"^ {0,3}</?[A-Za-z][A-Za-z0-9-]*(?:[\s/>]|$)")
 
 _ASCII_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
-_DECODE = re.compile(r"\\([!-/:-@\[-`{-~])|&#([0-9]{1,7});|&#[xX]([0-9a-fA-F]{1,6});")
+_DECODE = _Lazy(r"\\([!-/:-@\[-`{-~])|&#([0-9]{1,7});|&#[xX]([0-9a-fA-F]{1,6});")
 
 
 # --- cell text <-> value -------------------------------------------------------
@@ -250,7 +263,7 @@ def _is_blank(text: str) -> bool:
     return not text.strip(" \t")
 
 
-_BLOCK_START = re.compile(
+_BLOCK_START = _Lazy(
     r"""^\ {0,3}(?:
         `{3,} | ~{3,}                                            # code fence
       | \#{1,6}(?:[\ \t]|$)                                      # ATX heading

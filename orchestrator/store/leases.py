@@ -9,7 +9,6 @@ was lost): it is never reaped and never shown as stale; a person decides.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +44,7 @@ class LeaseBook:
 
     def as_json(self) -> str:
         held = {key: vars(lease) for key, lease in self.held.items()}
-        return json.dumps({"held": held, "attempts": self.attempts}, indent=1, sort_keys=True)
+        return _json().dumps({"held": held, "attempts": self.attempts}, indent=1, sort_keys=True)
 
 
 class LeaseFile:
@@ -57,7 +56,7 @@ class LeaseFile:
 
     def read(self) -> LeaseBook:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = _json().loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return LeaseBook()
         except ValueError:
@@ -83,3 +82,10 @@ class LeaseFile:
             yield book
             if book.dirty:
                 self.write(book)
+
+
+def _json():
+    """json, imported on first use: reading the queue never needs it."""
+    import json
+
+    return json

@@ -10,7 +10,6 @@ so their edit survives. Reads take no lock: a replace is atomic.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -126,7 +125,7 @@ class MarkdownStore:
         found = []
         with path.open(encoding="utf-8") as lines:
             for line in lines:
-                record = json.loads(line)
+                record = _json().loads(line)
                 if record.get("id") == item_id:
                     found.append(_event_from_record(record))
         return found
@@ -386,7 +385,7 @@ class MarkdownStore:
         if not events:
             return
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
-        payload = "".join(json.dumps(event.as_dict(), ensure_ascii=False) + "\n" for event in events)
+        payload = "".join(_json().dumps(event.as_dict(), ensure_ascii=False) + "\n" for event in events)
         fd = os.open(self.runtime_dir / "events.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, payload.encode("utf-8"))
@@ -436,3 +435,10 @@ def _fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _json():
+    """json, imported on first use: reading the queue never needs it."""
+    import json
+
+    return json
