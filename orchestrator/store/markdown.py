@@ -113,10 +113,7 @@ class MarkdownStore:
         return self.load().oldest(status, limit)
 
     def get(self, item_id: str) -> Item:
-        for item in self.items():
-            if item.id == item_id:
-                return item
-        raise NotFoundError(item_id, self.display)
+        return _find(self.load(), item_id, self.display)
 
     def events(self, item_id: str) -> list[Event]:
         path = self.runtime_dir / "events.jsonl"
@@ -126,7 +123,7 @@ class MarkdownStore:
         with path.open(encoding="utf-8") as lines:
             for line in lines:
                 record = _json().loads(line)
-                if record.get("id") == item_id:
+                if str(record.get("id", "")).lower() == item_id.lower():
                     found.append(_event_from_record(record))
         return found
 
@@ -208,7 +205,7 @@ class MarkdownStore:
             done = {item.id.lower() for item in items if item.status is Status.DONE}
             budgeted = _budgeted(queue)
             for item in queue.items:
-                if item.id in gone or (item_id and item.id != item_id) or (job and item.job != job):
+                if item.id in gone or (item_id and item.id.lower() != item_id.lower()) or (job and item.job != job):
                     continue
                 if model.is_runnable(item, done, now, self.policy, budgeted=budgeted):
                     attempt = max(item.attempts, book.attempts.get(item.id, 0)) + 1
@@ -405,7 +402,11 @@ def _check_columns(queue: QueueFile, item: Item) -> None:
 
 
 def _find(queue: QueueFile, item_id: str, where: str) -> Item:
+    """The item with this id, ignoring case like every backend."""
     k = queue.index().get(item_id)
+    if k is None:
+        wanted = item_id.lower()
+        k = next((n for n, found in enumerate(queue.ids()) if found.lower() == wanted), None)
     if k is None:
         raise NotFoundError(item_id, where)
     return queue.item_at(k)
