@@ -77,7 +77,7 @@ class LeaseFile:
         from filelock import FileLock
 
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.lock_path), timeout=60):
+        with FileLock(str(self.lock_path), timeout=60).acquire(poll_interval=0.001):
             book = self.read()
             yield book
             if book.dirty:

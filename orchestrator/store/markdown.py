@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,16 +27,19 @@ from orchestrator.errors import (
     LeaseLostError,
     MissingPathError,
     NotFoundError,
+    OrchError,
 )  # fmt: skip
 from orchestrator.model import DEFAULT_POLICY, Claim, Item, Policy, Status
 from orchestrator.queuefile import QueueFile
 from orchestrator.store.base import Change, Event
 from orchestrator.store.leases import Lease, LeaseBook, LeaseFile
+from orchestrator.store.spool import Spool
 from orchestrator.timeutil import now_iso
 
 T = TypeVar("T")
 TEMP_MARK = ".orch-tmp-"
 MAX_REAPPLY = 20
+LOCK_POLL = 0.001
 
 
 @dataclass
@@ -59,6 +62,46 @@ def _backs_off(queue: QueueFile) -> bool:
     return "retry_not_before" in queue.columns
 
 
+class Batch:
+    """The queue as a batch of ops sees it: the parsed rows plus the changes made so far."""
+
+    def __init__(self, queue: QueueFile, book: LeaseBook, now: float) -> None:
+        self.queue, self.book, self.now = queue, book, now
+        self.changed: dict[str, Item] = {}
+        self.events: list[Event] = []
+        self.budgeted, self.backs_off = _budgeted(queue), _backs_off(queue)
+
+    def of_status(self, status: Status) -> Iterator[Item]:
+        """The items now in ``status``, in queue order, building only those (a claim needs one)."""
+        word, queue = status.value, self.queue
+        for k, seen in enumerate(queue.status_list):
+            changed = self.changed.get(queue.id_list[k])
+            if changed is not None:
+                if changed.status is status:
+                    yield changed
+            elif seen == word:
+                yield queue.item_at(k)
+
+    def done_ids(self) -> set[str]:
+        """Lower-case ids of the DONE items, for dependency checks."""
+        queue, done = self.queue, set()
+        for k, seen in enumerate(queue.status_list):
+            changed = self.changed.get(queue.id_list[k])
+            if (changed.status.value if changed is not None else seen) == "DONE":
+                done.add(queue.id_list[k].lower())
+        return done
+
+    def find(self, item_id: str, where: str) -> Item:
+        found = _find(self.queue, item_id, where)
+        return self.changed.get(found.id, found)
+
+    def put(self, old: Item, new: Item, actor: str, event: str) -> Item:
+        """Record a change (and its event); returns the item as its row will keep it."""
+        self.changed[new.id] = new
+        self.events.append(_transition_event(old, new, actor, event))
+        return self.queue.stored(new)
+
+
 class MarkdownStore:
     """The queue in a markdown file; runtime facts live under ``.orch/`` beside it."""
 
@@ -75,6 +118,7 @@ class MarkdownStore:
         self.rng = rng or random.Random()
         self.runtime_dir = self.path.parent / ".orch"
         self.leases = LeaseFile(self.runtime_dir)
+        self.spool = Spool(self.runtime_dir / "spool")
         self._last: QueueFile | None = None  # the last queue read, reused while the bytes match
 
     @property
@@ -191,61 +235,130 @@ class MarkdownStore:
 
         return self.transact(edit)
 
-    # --- claims and leases ------------------------------------------------------
+    # --- claims and leases (group-committed) --------------------------------------
 
     def claim(self, owner: str, *, lease: float, now: float | None = None, item_id: str | None = None,
               job: str | None = None) -> Claim | None:  # fmt: skip
         """Take the first runnable item; reaps expired leases first. None when nothing is runnable."""
-        now = time.time() if now is None else now
+        answer = self._submit({"op": "claim", "owner": owner, "lease": lease, "now": now, "item_id": item_id,
+                               "job": job})  # fmt: skip
+        if answer is None:
+            return None
+        return Claim(_item_from(answer["item"]), answer["attempt"], answer["lease_until"])
 
-        def edit(queue: QueueFile, book: LeaseBook) -> Outcome:
-            changed, events = self._reaped(queue, book, now)
-            gone = {item.id for item in changed}
-            items = [item for item in queue.items if item.id not in gone] + changed
-            done = {item.id.lower() for item in items if item.status is Status.DONE}
-            budgeted = _budgeted(queue)
-            for item in queue.items:
-                if item.id in gone or (item_id and item.id.lower() != item_id.lower()) or (job and item.job != job):
-                    continue
-                if model.is_runnable(item, done, now, self.policy, budgeted=budgeted):
-                    attempt = max(item.attempts, book.attempts.get(item.id, 0)) + 1
-                    new = replace(model.claim(item, owner, now), attempts=attempt)
-                    book.hold(item.id, Lease(owner, attempt, now + lease))
-                    events.append(_transition_event(item, new, owner, "CLAIMED"))
-                    claim = Claim(queue.stored(new), attempt, now + lease)
-                    return Outcome([*changed, new], result=claim, events=events)
-            return Outcome(changed, result=None, events=events)
+    def complete(self, item_id: str, owner: str, *, attempt: int | None = None, notes: str = "",
+                 now: float | None = None) -> Item:  # fmt: skip
+        return self._finish("complete", item_id, owner, attempt, notes=notes)
 
-        return self.transact(edit, leases=True)
+    def fail(self, item_id: str, owner: str, *, note: str, attempt: int | None = None, now: float | None = None,
+             retryable: bool = True) -> Item:  # fmt: skip
+        """End an attempt as failed; retried while the budget (where kept) allows."""
+        return self._finish("fail", item_id, owner, attempt, note=note, now=now, retryable=retryable)
 
-    def _reaped(self, queue: QueueFile, book: LeaseBook, now: float) -> tuple[list[Item], list[Event]]:
-        changed, events = [], []
-        for item in queue.select(Status.IN_PROGRESS):
-            until = self._lease_end(item, book)
-            if until is not None and until <= now:
-                note = f"lease_expired:{item.owner or book.held.get(item.id, Lease('-', 0, 0)).owner}"
-                new = model.fail(item, note, now, self.policy, self.rng.random(), budgeted=_budgeted(queue),
-                                 backoff=_backs_off(queue))  # fmt: skip
-                book.drop(item.id)
-                changed.append(new)
-                events.append(_transition_event(item, new, "orch@reaper", "REAPED"))
-        return changed, events
+    def block(self, item_id: str, owner: str, *, note: str, attempt: int | None = None) -> Item:
+        return self._finish("block", item_id, owner, attempt, note=note)
+
+    def release(self, item_id: str, owner: str, *, attempt: int | None = None) -> Item:
+        return self._finish("release", item_id, owner, attempt)
+
+    def _finish(self, kind: str, item_id: str, owner: str, attempt: int | None, **details) -> Item:
+        op = {"op": "finish", "kind": kind, "item_id": item_id, "owner": owner, "attempt": attempt, **details}
+        return _item_from(self._submit(op))
+
+    def reap(self, now: float | None = None) -> list[Item]:
+        """Items whose lease ended: retried per the policy, or FAILED when out of attempts."""
+        return [_item_from(found) for found in self._submit({"op": "reap", "now": now})]
+
+    def _submit(self, op: dict) -> Any:
+        """Queue ``op`` and see it applied; whoever holds the lock applies every queued op in one write."""
+        return self.spool.submit({**op, "policy": vars(self.policy)}, self._lock, self._lead)
+
+    def _lead(self, requests: list[dict]) -> list[dict]:
+        """Apply a batch of queued ops with one fsynced rewrite of QUEUE.md (group commit)."""
+        with self.leases.locked() as book:
+            for _ in range(MAX_REAPPLY):
+                data = self.read_bytes()
+                queue = QueueFile.load(self.display, data)
+                fresh = self.leases.read()  # a re-apply starts from the book as stored
+                book.held, book.attempts, book.dirty = fresh.held, fresh.attempts, False
+                batch = Batch(queue, book, time.time())
+                answers = [self._apply(batch, op) for op in requests]
+                if not batch.changed:
+                    return answers
+                if book.dirty:
+                    self.leases.write(book)  # the lease before the row says IN_PROGRESS (see leases.py)
+                if self._replace_if_unchanged(data, queue.render(list(batch.changed.values()))):
+                    self._record(batch.events)
+                    return answers
+            raise BusyError(f"{self.display} kept changing while orch tried to write it; try again")
+
+    def _apply(self, batch: Batch, op: dict) -> dict:
+        """One queued op against the batch: its answer, or the error it raised."""
+        policy = Policy(**op["policy"])
+        try:
+            if op["op"] == "claim":
+                return {"value": self._claim_in(batch, op, policy)}
+            if op["op"] == "reap":
+                return {"value": [item.as_dict() for item in self._reap_in(batch, op["now"], policy)]}
+            return {"value": self._finish_in(batch, op, policy).as_dict()}
+        except OrchError as error:
+            return {"error": type(error).__name__, "message": str(error)}
+
+    def _claim_in(self, batch: Batch, op: dict, policy: Policy) -> dict | None:
+        now = batch.now if op["now"] is None else op["now"]
+        self._reap_in(batch, now, policy)
+        wanted, job = (op["item_id"] or "").lower(), op["job"]
+        done = batch.done_ids()
+        for item in batch.of_status(Status.PENDING):
+            if (wanted and item.id.lower() != wanted) or (job and item.job != job):
+                continue
+            if model.is_runnable(item, done, now, policy, budgeted=batch.budgeted):
+                attempt = max(item.attempts, batch.book.attempts.get(item.id, 0)) + 1
+                new = replace(model.claim(item, op["owner"], now), attempts=attempt)
+                batch.book.hold(item.id, Lease(op["owner"], attempt, now + op["lease"]))
+                stored = batch.put(item, new, op["owner"], "CLAIMED")
+                return {"item": stored.as_dict(), "attempt": attempt, "lease_until": now + op["lease"]}
+        return None
+
+    def _reap_in(self, batch: Batch, now: float | None, policy: Policy) -> list[Item]:
+        now = batch.now if now is None else now
+        reaped = []
+        for item in list(batch.of_status(Status.IN_PROGRESS)):
+            lease = batch.book.held.get(item.id)
+            if lease is not None and lease.until <= now:
+                note = f"lease_expired:{item.owner or lease.owner}"
+                new = model.fail(item, note, now, policy, self.rng.random(), budgeted=batch.budgeted,
+                                 backoff=batch.backs_off)  # fmt: skip
+                batch.book.drop(item.id)
+                reaped.append(batch.put(item, new, "orch@reaper", "REAPED"))
+        return reaped
+
+    def _finish_in(self, batch: Batch, op: dict, policy: Policy) -> Item:
+        item = batch.find(op["item_id"], self.display)
+        held = batch.book.held.get(item.id)
+        holder = replace(item, owner=item.owner or (held.owner if held else ""))
+        attempt = held.attempt if held else item.attempts
+        model.check_holder(holder, op["owner"], op["attempt"], attempt)
+        kind = op["kind"]
+        if kind == "complete":
+            new = model.complete(item, attempt, op.get("notes", ""))
+        elif kind == "fail":
+            now = batch.now if op.get("now") is None else op["now"]
+            new = model.fail(item, op["note"], now, policy, self.rng.random(),
+                             budgeted=op.get("retryable", True) and batch.budgeted, backoff=batch.backs_off)  # fmt: skip
+        elif kind == "block":
+            new = model.block(item, op["note"])
+        else:
+            new = model.release(item)
+        batch.book.drop(item.id)
+        return batch.put(item, new, op["owner"], {"complete": "COMPLETED"}.get(kind, kind.upper() + "ED"
+                         if kind != "release" else "RELEASED"))  # fmt: skip
 
     @staticmethod
     def _lease_end(item: Item, book: LeaseBook) -> float | None:
         """None for a row orch holds no lease on (set IN_PROGRESS by hand): never reaped."""
         lease = book.held.get(item.id)
         return lease.until if lease is not None else None
-
-    def reap(self, now: float | None = None) -> list[Item]:
-        """Items whose lease ended: retried per the policy, or FAILED when out of attempts."""
-        now = time.time() if now is None else now
-
-        def edit(queue: QueueFile, book: LeaseBook) -> Outcome:
-            changed, events = self._reaped(queue, book, now)
-            return Outcome(changed, result=[queue.stored(item) for item in changed], events=events)
-
-        return self.transact(edit, leases=True)
 
     def lease_ends(self) -> dict[str, float | None]:
         """Every IN_PROGRESS item's lease end (None: unknown, never reaped)."""
@@ -264,48 +377,14 @@ class MarkdownStore:
         """Extend the lease in ``.orch/``; QUEUE.md is not touched."""
         now = time.time() if now is None else now
         with self.leases.locked() as book:
-            held = book.held.get(item_id)
+            held = next((lease for key, lease in book.held.items() if key.lower() == item_id.lower()), None)
             if held is None:
                 raise LeaseLostError(item_id, owner, "it holds no lease (reaped, finished or cancelled)")
             if held.owner != owner or (attempt is not None and attempt != held.attempt):
                 raise LeaseLostError(item_id, owner, f"attempt {held.attempt} of {held.owner} holds it now")
-            book.hold(item_id, Lease(owner, held.attempt, now + lease))
+            key = next(key for key in book.held if key.lower() == item_id.lower())
+            book.hold(key, Lease(owner, held.attempt, now + lease))
             return now + lease
-
-    def _finish(self, item_id: str, owner: str, attempt: int | None, event: str,
-                change: Callable[[Item, int, QueueFile], Item]) -> Item:  # fmt: skip
-        def edit(queue: QueueFile, book: LeaseBook) -> Outcome:
-            item = _find(queue, item_id, self.display)
-            held = book.held.get(item_id)
-            held_owner = held.owner if held else item.owner
-            checked = replace(item, owner=item.owner or held_owner)
-            model.check_holder(checked, owner, attempt, held.attempt if held else item.attempts)
-            new = change(item, held.attempt if held else item.attempts, queue)
-            book.drop(item_id)
-            return Outcome([new], result=queue.stored(new), events=[_transition_event(item, new, owner, event)])
-
-        return self.transact(edit, leases=True)
-
-    def complete(self, item_id: str, owner: str, *, attempt: int | None = None, notes: str = "",
-                 now: float | None = None) -> Item:  # fmt: skip
-        return self._finish(item_id, owner, attempt, "COMPLETED", lambda item, n, _: model.complete(item, n, notes))
-
-    def fail(self, item_id: str, owner: str, *, note: str, attempt: int | None = None, now: float | None = None,
-             retryable: bool = True) -> Item:  # fmt: skip
-        """End an attempt as failed; retried while the budget (where kept) allows."""
-        now = time.time() if now is None else now
-
-        def change(item: Item, _: int, queue: QueueFile) -> Item:
-            return model.fail(item, note, now, self.policy, self.rng.random(),
-                              budgeted=retryable and _budgeted(queue), backoff=_backs_off(queue))  # fmt: skip
-
-        return self._finish(item_id, owner, attempt, "FAILED", change)
-
-    def block(self, item_id: str, owner: str, *, note: str, attempt: int | None = None) -> Item:
-        return self._finish(item_id, owner, attempt, "BLOCKED", lambda item, _, __: model.block(item, note))
-
-    def release(self, item_id: str, owner: str, *, attempt: int | None = None) -> Item:
-        return self._finish(item_id, owner, attempt, "RELEASED", lambda item, _, __: model.release(item))
 
     # --- the atomic write -------------------------------------------------------
 
@@ -337,7 +416,8 @@ class MarkdownStore:
 
         lock = FileLock(f"{self.path}.lock", timeout=self.lock_timeout)
         try:
-            return lock.acquire()  # its proxy releases the lock on leaving a with block
+            # filelock polls a non-blocking flock; its default 50 ms nap would idle every waiter
+            return lock.acquire(poll_interval=LOCK_POLL)  # its proxy releases the lock on leaving a with block
         except Timeout:
             raise BusyError(
                 f"{self.display} is locked by another orch process ({self.path}.lock) "
@@ -388,6 +468,12 @@ class MarkdownStore:
             os.write(fd, payload.encode("utf-8"))
         finally:
             os.close(fd)
+
+
+def _item_from(data: dict) -> Item:
+    """An item from its ``as_dict`` form (how ops answer across processes)."""
+    fields = {**data, "status": Status(data["status"]), "depends_on": tuple(data["depends_on"])}
+    return Item(**fields)
 
 
 def _check_columns(queue: QueueFile, item: Item) -> None:
