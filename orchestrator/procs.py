@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +35,21 @@ def is_same_process(pid: int, started: int | None) -> bool:
     return started is not None and start_time(pid) == started
 
 
+def _running_in(pgid: int) -> bool:
+    """Whether any process of the group is still running (zombies, which cannot run, do not count)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state, ppid, pgrp, ...
+            return True
+    return False
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -41,26 +57,35 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return _running_in(pgid)
 
 
-def stop_group(pgid: int, grace: float = 5.0) -> None:
-    """SIGTERM the group, wait up to ``grace`` seconds, then SIGKILL whatever is left."""
+def stop_group(pgid: int, grace: float = 5.0, reap: Callable[[], object] | None = None) -> None:
+    """SIGTERM the group, wait up to ``grace`` seconds, then SIGKILL whatever is left.
+
+    ``reap`` collects our own child (the group's leader) so it does not linger as a zombie.
+    """
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not group_alive(pgid):
+    if not _wait_gone(pgid, grace, reap):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
             return
-        time.sleep(0.02)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 5.0
-    while group_alive(pgid) and time.monotonic() < deadline:
+        _wait_gone(pgid, 5.0, reap)
+
+
+def _wait_gone(pgid: int, seconds: float, reap: Callable[[], object] | None) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        if reap is not None:
+            reap()
+        if not group_alive(pgid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.02)
 
 
@@ -130,11 +155,8 @@ class ProcessRegistry:
         return sum(self.stop(entry, grace) for entry in self.entries() if entry.item_id == item_id)
 
     def stop_orphans(self, grace: float = 5.0) -> list[AgentProcess]:
-        """Stop agents whose runner died (SIGKILL leaves them running in their own groups)."""
-        orphans = [entry for entry in self.entries() if not entry.runner_alive()]
-        for entry in orphans:
-            self.stop(entry, grace)
-        return orphans
+        """Stop agents whose runner died (SIGKILL leaves them running in their own groups); returns those signalled."""
+        return [entry for entry in self.entries() if not entry.runner_alive() and self.stop(entry, grace)]
 
 
 def this_runner() -> tuple[int, int]:

@@ -8,9 +8,11 @@ they got here, so they are safe as path parts and branch names.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +64,22 @@ class Worktrees:
         self.pool_dir = Path(runtime_dir) / "pool"
         self.pool_size = pool_size
 
+    @contextmanager
+    def _locked(self):
+        """git's worktree bookkeeping is not safe against a concurrent add (threads or runners)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def create(self, item_id: str, attempt: int, base: str) -> Worktree:
+        with self._locked():
+            return self._create(item_id, attempt, base)
+
+    def _create(self, item_id: str, attempt: int, base: str) -> Worktree:
         from git import GitCommandError
 
         path, branch = self._free_name(item_id, attempt)
@@ -114,10 +131,14 @@ class Worktrees:
 
     def finish(self, worktree: Worktree) -> bool:
         """Return a clean finished worktree to the pool (detached); False if it stays where it is."""
-        from git import GitCommandError, Repo
-
         if not self.pool_size:
             return False
+        with self._locked():
+            return self._finish(worktree)
+
+    def _finish(self, worktree: Worktree) -> bool:
+        from git import GitCommandError, Repo
+
         spares = [p for p in self.pool_dir.iterdir()] if self.pool_dir.is_dir() else []
         if len(spares) >= self.pool_size:
             return False

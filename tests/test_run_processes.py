@@ -4,7 +4,7 @@ Every runner, cancel and demo here is a separate ``python -m orchestrator``
 process on a real git repository in tmp_path; the agents are small Python
 scripts that record their pids, so the tests can check that nothing is left
 running. Nothing sleeps to let things settle: every wait polls for a condition
-until a deadline. The strict xfail tests pin bugs found here; their reasons say where.
+until a deadline.
 """
 
 from __future__ import annotations
@@ -326,7 +326,6 @@ def test_cancel_all_and_cancel_job_stop_every_running_agent(tmp_path, processes,
     assert [after[i].note_list()[-1] for i in ("J-1", "J-2", "K-1")] == [
         "cancelled_by_operator", "cancelled_by_operator", "done:1",
     ]  # fmt: skip
-    # (an attempt above 1 only follows a `git worktree add` that lost the race in the xfail test below)
     assert [manifest(repo, "J-1", one)["state"], manifest(repo, "J-2", two)["state"]] == ["CANCELED", "CANCELED"]
     assert registered(repo) == []
 
@@ -393,12 +392,7 @@ def test_a_new_runner_stops_a_killed_runners_agent_and_the_item_runs_again(tmp_p
     assert registered(repo) == []
 
 
-@pytest.mark.parametrize("backend", [
-    pytest.param("markdown", marks=pytest.mark.xfail(strict=True, reason=(
-        "MarkdownStore.claim skips the items it has just reaped (`gone`), so the claim returns None; "
-        "Runner._loop then sees nothing active and no backoff to wait for, and exits with the item PENDING"))),
-    "sqlite",
-])  # fmt: skip
+@pytest.mark.parametrize("backend", ["markdown", "sqlite"])
 def test_a_runner_that_reaps_an_expired_lease_runs_the_item_in_the_same_run(tmp_path, backend):
     make_repo(tmp_path, [row("X-1")], config(QUICK, retry={"backoff_base": 0.1}))
     where = ["--db", "q.db"] if backend == "sqlite" else []
@@ -415,10 +409,6 @@ def test_a_runner_that_reaps_an_expired_lease_runs_the_item_in_the_same_run(tmp_
     assert notes[0] == "lease_expired:ghost" and notes[-1] == "done:2", ran.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ProcessRun._wait calls stop_group() before process.wait(): the agent that died on SIGTERM is an unreaped "
-    "zombie, still a member of its group, so group_alive() stays true for the whole grace (5 s), then SIGKILL "
-    "and 5 s more"))  # fmt: skip
 def test_a_timed_out_agent_that_dies_on_sigterm_ends_the_attempt_without_waiting_out_the_grace(tmp_path, processes):
     sleeper = {"kind": "command", "argv": [PY, "-c", "import time; time.sleep(60)"]}
     make_repo(tmp_path, [row("X-1")], config(sleeper))
@@ -456,16 +446,11 @@ def test_two_runners_on_one_queue_never_run_the_same_item(tmp_path, processes, b
     for item in store.items():
         *before, last = item.note_list()
         assert last == f"done:{ran[item.id]}"
-        # an earlier attempt may only have lost the `git worktree add` race (the xfail test below), never run
         assert all(note.startswith(("error:git worktree add", "retry:", "retry_not_before=")) for note in before)
     finished = [int(out.split("run finished: ")[1].split()[0]) for out in outputs]
     assert sum(finished) == sum(int(attempt) for attempt in ran.values())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Worktrees.create runs `git worktree add` with no lock and no retry: a concurrent add (another thread "
-    "with --workers N, or another runner) can be caught mid-write, and git dies with 'failed to read "
-    ".git/worktrees/<n>/commondir', failing the attempt"))  # fmt: skip
 def test_concurrent_attempts_survive_a_git_worktree_add_in_flight(tmp_path):
     make_repo(tmp_path, [row("A-1"), row("B-1")], config(QUICK))
     shim = tmp_path / "bin" / "git"
@@ -487,7 +472,6 @@ def test_concurrent_attempts_survive_a_git_worktree_add_in_flight(tmp_path):
 
 def test_demo_runs_the_main_job_end_to_end(tmp_path):
     folder = tmp_path / "demo"
-    # one worker: with several, an attempt can lose the `git worktree add` race (the xfail test above)
     done = run_orch("demo", "--dir", str(folder), "--workers", "1", cwd=tmp_path, timeout=60)
     assert (done.returncode, done.stderr) == (0, "")
     queue = items(folder)

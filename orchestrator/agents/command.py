@@ -99,7 +99,7 @@ class ProcessRun:
         try:
             return self._wait(process)
         finally:
-            stop_group(process.pid, self.grace)  # children it left behind, too
+            stop_group(process.pid, self.grace, process.poll)  # children it left behind, too
             if entry is not None and self.registry is not None:
                 self.registry.unregister(entry)
 
@@ -122,11 +122,11 @@ class ProcessRun:
             except subprocess.TimeoutExpired:
                 pass
             if self.request.cancel.is_set():
-                stop_group(process.pid, self.grace)
+                stop_group(process.pid, self.grace, process.poll)
                 process.wait()
                 raise AgentCancelledError(f"{self.request.role} step {self.request.step} cancelled")
             if time.monotonic() >= deadline:
-                stop_group(process.pid, self.grace)
+                stop_group(process.pid, self.grace, process.poll)
                 process.wait()
                 seconds = self.request.timeout_s
                 raise AgentTimeoutError(f"{self.argv[0]} ran past {seconds:g}s", seconds)

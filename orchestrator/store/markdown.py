@@ -344,8 +344,9 @@ class MarkdownStore:
             new = model.complete(item, attempt, op.get("notes", ""))
         elif kind == "fail":
             now = batch.now if op.get("now") is None else op["now"]
-            new = model.fail(item, op["note"], now, policy, self.rng.random(),
-                             budgeted=op.get("retryable", True) and batch.budgeted, backoff=batch.backs_off)  # fmt: skip
+            budgeted = op.get("retryable", True) and batch.budgeted
+            new = model.fail(item, op["note"], now, policy, self.rng.random(), budgeted=budgeted,
+                             backoff=batch.backs_off)  # fmt: skip
         elif kind == "block":
             new = model.block(item, op["note"])
         else:
