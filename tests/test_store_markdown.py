@@ -251,3 +251,11 @@ def test_markdown_retry_respects_the_budget_where_the_queue_keeps_one(tmp_path):
     with pytest.raises(Exception, match="2 of 2 attempts"):
         operations.retry(store, "a")
     assert operations.retry(store, "b").status is Status.PENDING
+
+
+def test_queued_ops_all_get_the_error_when_the_queue_is_broken(queue_file):
+    store = MarkdownStore(queue_file)
+    queue_file.write_text("no table any more\n")
+    with pytest.raises(Exception, match="no queue table"):
+        store.claim("w", lease=30)
+    assert not list((queue_file.parent / ".orch" / "spool").glob("*.req"))  # nothing left to replay later

@@ -68,7 +68,11 @@ class Spool:
         if not waiting:
             return
         requests = [json.loads(path.read_text(encoding="utf-8")) for path in waiting]
-        for path, result in zip(waiting, lead(requests), strict=True):
+        try:
+            answers = lead(requests)
+        except errors.OrchError as error:  # a malformed queue, say: every op in the batch gets the error
+            answers = [{"error": type(error).__name__, "message": str(error)}] * len(requests)
+        for path, result in zip(waiting, answers, strict=True):
             _write(path.with_suffix(".ans"), result)
             path.unlink()
 
