@@ -96,15 +96,10 @@ class Worktrees:
     def _free_name(self, item_id: str, attempt: int) -> tuple[Path, str]:
         """``.orch/worktrees/<id>/<attempt>`` on ``orch/<id>/<attempt>``; ``.2``, ``.3``... if a queue
         that was reset (a new database, say) repeats an attempt number: an old branch is never touched."""
-        from git import GitCommandError
-
         for suffix in ("", *(f".{k}" for k in range(2, 100))):
             path, branch = self.root / item_id / f"{attempt}{suffix}", f"orch/{item_id}/{attempt}{suffix}"
-            try:
-                self.repo.git.rev_parse("--verify", "--quiet", f"refs/heads/{branch}")
-            except GitCommandError:
-                if not path.exists():
-                    return path, branch
+            if not _branch_exists(self.repo, branch) and not path.exists():
+                return path, branch
         raise AgentError(f"branches orch/{item_id}/{attempt} to .99 all exist; clean some up (orch cleanup)")
 
     def _from_pool(self, path: Path, branch: str, base: str) -> Worktree | None:
@@ -113,20 +108,25 @@ class Worktrees:
 
         if not self.pool_size or not self.pool_dir.is_dir():
             return None
+        path.parent.mkdir(parents=True, exist_ok=True)
         for spare in sorted(self.pool_dir.iterdir()):
-            claimed = spare.with_name(f"{spare.name}.taken.{os.getpid()}")
             try:
-                spare.rename(claimed)  # atomic: two runners never take the same spare
-            except OSError:
+                # git renames the folder, then its records: of two runners taking the same spare, one
+                # rename fails and that one moves on. (A plain rename would leave git's records behind.)
+                self.repo.git.worktree("move", str(spare), str(path))
+            except GitCommandError:
                 continue
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.repo.git.worktree("move", str(claimed), str(path))
-                Repo(path).git.checkout("--quiet", "--force", "-B", branch, base)
-                Repo(path).git.clean("-fdxq")
+                git = Repo(path).git
+                git.checkout("--quiet", "--force", "-B", branch, base)
+                git.clean("-fdxq")
                 return Worktree(path, branch, base)
             except GitCommandError:
-                self.repo.git.worktree("remove", "--force", str(claimed if claimed.exists() else path))
+                try:
+                    self.repo.git.worktree("remove", "--force", str(path))
+                except GitCommandError:
+                    shutil.rmtree(path, ignore_errors=True)
+                    self.repo.git.worktree("prune")
         return None
 
     def finish(self, worktree: Worktree) -> bool:
@@ -157,7 +157,7 @@ class Worktrees:
 
 def commit_all(path: Path, message: str) -> str:
     """Stage everything in the worktree and commit it (even if empty); returns the sha."""
-    from git import GitCommandError, Repo
+    from git import GitCommandError, Repo, SymbolicReference
 
     repo = Repo(path)
     identity = []
@@ -167,9 +167,20 @@ def commit_all(path: Path, message: str) -> str:
     try:
         repo.git.add("--all")
         repo.git.execute(["git", *identity, "commit", "--quiet", "--no-verify", "--allow-empty", "-m", message])
-        return repo.git.rev_parse("HEAD")
     except GitCommandError as error:
         raise _git_error(error, "commit") from None
+    return SymbolicReference.dereference_recursive(repo, "HEAD")  # read from the ref files: no git process
+
+
+def _branch_exists(repo, branch: str) -> bool:
+    """Whether ``refs/heads/<branch>`` exists (loose or packed), read in process."""
+    from git import SymbolicReference
+
+    try:
+        SymbolicReference.dereference_recursive(repo, f"refs/heads/{branch}")
+    except ValueError:
+        return False
+    return True
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -159,3 +159,20 @@ def test_an_attempt_number_repeated_by_a_reset_queue_gets_a_new_branch(tmp_path)
     assert git(tmp_path, "rev-parse", "--verify", "orch/A-1/1").strip()  # the old branch is untouched
     assert (tmp_path / ".orch/runs/A-1/1/job_manifest.json").exists()
     assert (tmp_path / ".orch/runs/A-1/1.2/job_manifest.json").exists()
+
+
+def test_the_worktree_pool_recycles_a_finished_worktree(tmp_path):
+    make_repo(tmp_path, [row("A-1"), row("B-1")], config(WRITE_FILE, worktree_pool=2))
+    run = runner(tmp_path, once=True)
+    [first] = run.run()
+    spares = list((tmp_path / ".orch" / "pool").iterdir())
+    assert first.state == "SUCCESS" and len(spares) == 1
+    [second] = runner(tmp_path, once=True).run()
+    assert (second.state, second.branch) == ("SUCCESS", "orch/B-1/1")
+    after = list((tmp_path / ".orch" / "pool").iterdir())
+    assert len(after) == 1 and after != spares  # A-1's spare was taken, then B-1's returned (else there'd be 2)
+    assert git(tmp_path, "log", "--format=%s", "main..orch/B-1/1").splitlines() == ["B-1 step 1: SUCCESS"]
+    assert "out.txt" in git(tmp_path, "show", "--name-only", "--format=", "orch/B-1/1")
+    assert git(tmp_path, "rev-parse", "orch/A-1/1") != git(tmp_path, "rev-parse", "orch/B-1/1")
+    listed = git(tmp_path, "worktree", "list", "--porcelain")
+    assert "prunable" not in listed
