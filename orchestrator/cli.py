@@ -407,7 +407,7 @@ def _run(app: App, settings: RunSettings) -> None:
     try:
         outcomes = runner.run()
     except KeyboardInterrupt:
-        runner.stop()
+        runner.stop(wait=options.grace + 30)  # each attempt stops its agents (grace) and releases its item
         click.echo("interrupted: running attempts were cancelled and their items released", err=True)
         raise SystemExit(130) from None
     finally:

@@ -27,6 +27,7 @@ from orchestrator.errors import (
     AgentCancelledError,
     AgentError,
     AgentTimeoutError,
+    BusyError,
     ConfigError,
     LeaseLostError,
     OrchError,
@@ -202,29 +203,41 @@ class Runner:
         return self.outcomes
 
     def _loop(self) -> None:
-        started = 0
+        started = [0]
         while not self._stop.is_set():
-            while len(self.active) < self.options.workers and not (self.options.once and started):
-                if self.tick() is None:
-                    break
-                started += 1
-            if not self.active:
-                if self.options.once and started:
+            try:
+                if self._turn(started):
                     return
-                if self.route_wait is not None and self._pending_runnable():
-                    self._stop.wait(min(max(self.route_wait, 0.05), 5.0))  # every pool full or paused
-                    continue
-                wait = self._retry_wait()
-                if wait is None and self.options.forever:
-                    self._idle()
-                    continue
-                if wait is None:
-                    return
-                self.report(f"waiting {wait:.0f}s for a retry backoff to pass")
-                self._stop.wait(min(wait, 5.0))
-                continue
-            with self._done:
-                self._done.wait(timeout=1.0)
+            except BusyError as error:  # the store is unreachable for now (a failover, a broken network)
+                if not self.options.forever:
+                    raise
+                self.report(f"the queue is unavailable ({error}); trying again in {self.options.idle_poll:g}s")
+                self._stop.wait(self.options.idle_poll)
+
+    def _turn(self, started: list[int]) -> bool:
+        """One turn of the loop; True when the run is over."""
+        while len(self.active) < self.options.workers and not (self.options.once and started[0]):
+            if self.tick() is None:
+                break
+            started[0] += 1
+        if not self.active:
+            if self.options.once and started[0]:
+                return True
+            if self.route_wait is not None and self._pending_runnable():
+                self._stop.wait(min(max(self.route_wait, 0.05), 5.0))  # every pool full or paused
+                return False
+            wait = self._retry_wait()
+            if wait is None and self.options.forever:
+                self._idle()
+                return False
+            if wait is None:
+                return True
+            self.report(f"waiting {wait:.0f}s for a retry backoff to pass")
+            self._stop.wait(min(wait, 5.0))
+            return False
+        with self._done:
+            self._done.wait(timeout=1.0)
+        return False
 
     def _idle(self) -> None:
         """Nothing to do: wait for the store to say work arrived (PostgreSQL NOTIFY), else poll."""
@@ -261,11 +274,15 @@ class Runner:
         ]  # fmt: skip
         return max(0.05, min(waits)) if waits else None
 
-    def stop(self) -> None:
-        """Ask the run to end: running attempts are cancelled and released."""
+    def stop(self, wait: float | None = None) -> None:
+        """Ask the run to end: running attempts are cancelled and released (within ``wait`` seconds, if given)."""
         self._stop.set()
         for _, cancel, _ in list(self.active.values()):
             cancel.set()
+        if wait is not None:
+            deadline = time.monotonic() + wait
+            for thread, _, _ in list(self.active.values()):
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _heartbeats(self) -> None:
         interval = self.config.heartbeat or max(0.2, self.config.lease / 3)

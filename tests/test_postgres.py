@@ -12,8 +12,7 @@ Leases and backoffs are moved past with explicit ``now`` values, never waited ou
 Two "hosts" are told apart by their owners (``hostA-...``, ``hostB-...``) and,
 where the server must tell connections apart, by ``application_name``; a
 failover or a broken network is played by ``pg_terminate_backend`` on one
-host's connections. The strict xfail tests pin bugs found here; their reasons
-say where.
+host's connections.
 """
 
 from __future__ import annotations
@@ -461,11 +460,6 @@ def _waiting_on_a_lock(dsn: str, application: str) -> bool:
     return waiting > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: complete() decrements only the dependents its snapshot sees; a dependent whose add commits after "
-    "it keeps unfinished_deps = 1 with every prerequisite DONE, and is never claimed",
-)
 def test_a_dependent_added_while_its_prerequisite_completes_still_becomes_runnable(store, pg_dsn):
     store.add([Item("A", title="the prerequisite")], actor="test")
     claim = store.claim("hostA-w1", lease=LEASE, now=T0)
@@ -681,11 +675,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: on Ctrl-C, cli._run calls runner.stop() (which only sets events) and exits 130 at once, so the "
-    "attempt threads (daemons) never release their items and their agents keep running, though it says so",
-)
 def test_sigint_stops_a_runner_giving_its_item_back_and_stopping_its_agent(store, pg_dsn, tmp_path):
     repo, release, started = _blocking_repo(tmp_path)
     store.add([Item("SI-1", title="running when the runner is stopped")], actor="test")
@@ -711,11 +700,6 @@ def test_sigint_stops_a_runner_giving_its_item_back_and_stopping_its_agent(store
 # --- connections dropped under a runner (a failover, a restart, a broken network) -----------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a psycopg error (not an OrchError) ends Runner._heartbeats, so after one dropped connection the "
-    "runner never heartbeats again and its running items' leases run out",
-)
 def test_a_runner_keeps_heartbeating_after_its_connections_are_dropped(store, pg_dsn, tmp_path):
     repo, release, started = _blocking_repo(tmp_path, lease=3, heartbeat=0.3)
     store.add([Item("HB-1", title="a long attempt")], actor="test")
@@ -740,11 +724,6 @@ def test_a_runner_keeps_heartbeating_after_its_connections_are_dropped(store, pg
     assert store.get("HB-1").status is Status.DONE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: wait_for_work never reconnects its LISTEN connection and the pool hands out the dropped "
-    "connection, so the psycopg error ends `orch run --forever` instead of it waiting on",
-)
 def test_a_forever_runner_survives_its_connections_being_dropped(store, pg_dsn, tmp_path):
     repo = tmp_path / "repo"
     make_repo(repo, [], config(QUICK))
@@ -908,10 +887,6 @@ def test_a_bad_dsn_is_bad_input_and_the_password_is_not_shown(bad_dsn_runs):
     assert SECRET not in done.stderr and "orch:" not in done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _connect_error hides only a user:password@ prefix; a DSN's ?password= parameter is printed",
-)
 def test_a_password_given_as_a_dsn_parameter_is_not_shown_either(bad_dsn_runs):
     done = bad_dsn_runs["password-in-query"]
     assert done.returncode == 2, done
@@ -919,11 +894,6 @@ def test_a_password_given_as_a_dsn_parameter_is_not_shown_either(bad_dsn_runs):
     assert SECRET not in done.stderr, done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: psycopg_pool logs every connection retry to stderr for 10 s, and the error then says "
-    "'pool initialization incomplete after 10 sec' instead of why (here: connection refused)",
-)
 def test_a_bad_dsn_gives_one_error_line_that_says_why(bad_dsn_runs):
     done = bad_dsn_runs["password-in-userinfo"]
     assert done.stderr.count("\n") == 1, done.stderr

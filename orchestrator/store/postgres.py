@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from orchestrator import model
-from orchestrator.errors import BadInputError, DuplicateIdError, LeaseLostError, NotFoundError, SchemaError
+from orchestrator.errors import BadInputError, BusyError, DuplicateIdError, LeaseLostError, NotFoundError, SchemaError
 from orchestrator.model import DEFAULT_POLICY, Claim, Item, Policy, Status
 from orchestrator.store.base import Change, Event
 
@@ -43,6 +43,20 @@ FIELDS = (
 )  # fmt: skip
 NOW = "COALESCE(%(now)s::double precision, extract(epoch FROM clock_timestamp())::double precision)"
 SEP = "CASE WHEN notes = '' THEN '' ELSE '; ' END"
+
+REPAIR_COUNTS = """
+    WITH fresh AS (
+        SELECT q.seq, count(*) FILTER (WHERE p.status IS DISTINCT FROM 'DONE') AS n
+        FROM items q JOIN deps d ON d.item_key = q.id_key LEFT JOIN items p ON p.id_key = d.dep_key
+        WHERE q.status = 'PENDING' AND q.unfinished_deps > 0
+        GROUP BY q.seq
+    )
+    UPDATE items i SET unfinished_deps = 0 FROM fresh
+    WHERE i.seq = fresh.seq AND fresh.n = 0 AND i.unfinished_deps > 0
+    RETURNING i.seq
+"""
+"""Every prerequisite DONE yet a count above 0: a dependent whose deps were written while a prerequisite
+completed (the complete's snapshot did not see them). Only ever lowers a count to 0, and only then."""
 
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_items", """
@@ -91,9 +105,23 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]  # fmt: skip
 
 
+def _where(dsn: str) -> str:
+    """host:port/dbname of a DSN, never its user or password (in user:password@ or ?password=)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        info = conninfo_to_dict(dsn)
+    except Exception:  # noqa: BLE001 - a DSN that does not even parse: show nothing of it
+        return "the given DSN"
+    return f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info.get('dbname') or ''}"
+
+
 def _connect_error(dsn: str, error: Exception) -> BadInputError:
-    safe = dsn.split("@")[-1] if "@" in dsn else dsn  # never show a password
-    return BadInputError(f"cannot reach PostgreSQL at {safe}: {str(error).strip().splitlines()[0]}")
+    return BadInputError(f"cannot reach PostgreSQL at {_where(dsn)}: {str(error).strip().splitlines()[0]}")
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _psycopg():
@@ -119,8 +147,12 @@ class PostgresStore:
 
         self.dsn, self.policy, self.default_lease = dsn, policy, default_lease
         self.rng = rng or random.Random()
-        self._errors = psycopg.errors
+        self._psycopg, self._errors = psycopg, psycopg.errors
         kwargs = {"autocommit": True, "prepare_threshold": None, "row_factory": dict_row}
+        try:  # one plain connection first: a bad DSN fails at once, saying why, without the pool's retries
+            psycopg.connect(dsn, autocommit=True).close()
+        except psycopg.Error as error:
+            raise _connect_error(dsn, error) from None
         try:
             self.pool = psycopg_pool.ConnectionPool(dsn, min_size=1, max_size=pool_size, kwargs=kwargs, open=False)
             self.pool.open(wait=True, timeout=10)
@@ -138,13 +170,19 @@ class PostgresStore:
     # --- plumbing ---------------------------------------------------------------------
 
     def _run(self, sql: str, params: dict | tuple | None = None) -> list[dict]:
-        with self.pool.connection() as conn:
-            cursor = conn.execute(sql, params)
-            return cursor.fetchall() if cursor.description else []
+        try:
+            with self.pool.connection() as conn:
+                cursor = conn.execute(sql, params)
+                return cursor.fetchall() if cursor.description else []
+        except self._psycopg.OperationalError as error:  # a dropped connection, a failover, a pool timeout
+            raise BusyError(f"PostgreSQL is unavailable: {_first_line(error)}") from error
 
     def _tx(self, work: Callable[[Any], T]) -> T:
-        with self.pool.connection() as conn, conn.transaction():
-            return work(conn)
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                return work(conn)
+        except self._psycopg.OperationalError as error:
+            raise BusyError(f"PostgreSQL is unavailable: {_first_line(error)}") from error
 
     def _migrate(self) -> None:
         """Apply new migrations under an advisory lock: many runners may start at once."""
@@ -398,6 +436,8 @@ class PostgresStore:
         params = {"now": now, "max": self.policy.max_attempts, "owner": owner, "lease": lease,
                   "item_id": item_id, "job": job}  # fmt: skip
         rows = self._run(sql, params)
+        if not rows and self._run(REPAIR_COUNTS):  # a count left stale by a race: fixed, so look once more
+            rows = self._run(sql, params)
         if not rows:
             return None
         item = self._item(rows[0])
@@ -526,13 +566,22 @@ class PostgresStore:
     def wait_for_work(self, timeout: float) -> bool:
         """Block until a NOTIFY (add, complete, replan) or ``timeout``; True if woken."""
         psycopg, _ = _psycopg()
-        with self._listener_lock:
-            if self._listener is None:
-                self._listener = psycopg.connect(self.dsn, autocommit=True, prepare_threshold=None)
-                self._listener.execute(f"LISTEN {CHANNEL}")
-            conn = self._listener
-        ready, _, _ = select.select([conn.fileno()], [], [], timeout)
-        woken = False
-        for _ in conn.notifies(timeout=0, stop_after=None) if ready else ():
-            woken = True
-        return woken
+        try:
+            with self._listener_lock:
+                if self._listener is None:
+                    self._listener = psycopg.connect(self.dsn, autocommit=True, prepare_threshold=None)
+                    self._listener.execute(f"LISTEN {CHANNEL}")
+                conn = self._listener
+            ready, _, _ = select.select([conn.fileno()], [], [], timeout)
+            woken = False
+            for _ in conn.notifies(timeout=0, stop_after=None) if ready else ():
+                woken = True
+            if conn.closed or conn.broken:
+                raise psycopg.OperationalError("the LISTEN connection was closed")
+            return woken
+        except (psycopg.Error, OSError, ValueError) as error:  # a dropped connection: LISTEN again next time
+            with self._listener_lock:
+                if self._listener is not None:
+                    self._listener.close()
+                self._listener = None
+            raise BusyError(f"PostgreSQL is unavailable: {_first_line(error)}") from error
