@@ -577,12 +577,12 @@ def test_add_complete_and_replan_wake_a_waiter_and_heartbeats_do_not(store, pg_d
     waiter = PostgresStore(pg_dsn, policy=POLICY)
     try:
         assert waiter.wait_for_work(timeout=0.05) is False  # now listening; nothing happened yet
-        store.add([Item("W-1")], actor="test")
+        store.add([Item("W-1"), Item("W-2", depends_on=("W-1",)), Item("W-3")], actor="test")
         assert waiter.wait_for_work(timeout=WAIT) is True
         claim = store.claim("hostA-w1", lease=LEASE)
         store.heartbeat("W-1", "hostA-w1", lease=LEASE, attempt=claim.attempt)
         assert waiter.wait_for_work(timeout=0.3) is False
-        store.complete("W-1", "hostA-w1", attempt=claim.attempt)
+        store.complete("W-1", "hostA-w1", attempt=claim.attempt)  # unblocks W-2: new work
         assert waiter.wait_for_work(timeout=WAIT) is True
         from orchestrator import operations
 
@@ -590,6 +590,9 @@ def test_add_complete_and_replan_wake_a_waiter_and_heartbeats_do_not(store, pg_d
         assert store.get("W-1").status is Status.PENDING
         assert waiter.wait_for_work(timeout=WAIT) is True
         assert waiter.wait_for_work(timeout=0.05) is False  # every wake-up was taken
+        lone = store.claim("hostA-w1", lease=LEASE, item_id="W-3")
+        store.complete("W-3", "hostA-w1", attempt=lone.attempt)  # unblocks nothing: no wake-up
+        assert waiter.wait_for_work(timeout=0.3) is False
     finally:
         waiter.close()
 

@@ -1,8 +1,10 @@
 """PostgresStore: one queue for runners on many machines (``--db postgresql://...``).
 
 psycopg 3 (an optional extra: ``pip install orch[postgres]``), autocommit, a
-small pool, and one dedicated LISTEN connection. Prepared statements are off
-(``prepare_threshold=None``) so it works behind PgBouncer in transaction mode.
+small pool, and one dedicated LISTEN connection. Statements are prepared
+(planning each claim again costs as much as running it); behind PgBouncer in
+transaction mode set ``ORCH_PGBOUNCER=1``, which turns that off
+(``prepare_threshold=None``).
 
 - A claim is one statement: ``UPDATE ... WHERE seq = (SELECT ... FOR UPDATE
   SKIP LOCKED) RETURNING``, re-checking PENDING, attempts and the backoff
@@ -23,9 +25,11 @@ small pool, and one dedicated LISTEN connection. Prepared statements are off
 from __future__ import annotations
 
 import json
+import os
 import random
 import select
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -36,6 +40,7 @@ from orchestrator.store.base import Change, Event
 
 T = TypeVar("T")
 CHANNEL = "orch_queue"
+REAP_EVERY = 1.0  # seconds between reaps by one store (any runner may reap; one per second is plenty)
 MIGRATION_LOCK = 7_236_161  # any constant: the advisory lock every orch migration takes
 FIELDS = (
     "id", "status", "title", "owner", "started", "attempts", "max_attempts",
@@ -148,7 +153,9 @@ class PostgresStore:
         self.dsn, self.policy, self.default_lease = dsn, policy, default_lease
         self.rng = rng or random.Random()
         self._psycopg, self._errors = psycopg, psycopg.errors
-        kwargs = {"autocommit": True, "prepare_threshold": None, "row_factory": dict_row}
+        prepare = None if os.environ.get("ORCH_PGBOUNCER") == "1" else 2
+        kwargs = {"autocommit": True, "prepare_threshold": prepare, "row_factory": dict_row}
+        self._last_reap = 0.0
         try:  # one plain connection first: a bad DSN fails at once, saying why, without the pool's retries
             psycopg.connect(dsn, autocommit=True).close()
         except psycopg.Error as error:
@@ -407,7 +414,9 @@ class PostgresStore:
     def claim(self, owner: str, *, lease: float, now: float | None = None, item_id: str | None = None,
               job: str | None = None) -> Claim | None:  # fmt: skip
         """One statement: pick with SKIP LOCKED, re-check, take, and write the event."""
-        self.reap(now)
+        if now is not None or time.monotonic() - self._last_reap >= REAP_EVERY:
+            self._last_reap = time.monotonic()  # a reap per claim would cost a round trip that rarely finds work
+            self.reap(now)
         extra = (" AND id_key = lower(%(item_id)s)" if item_id else "") + (" AND job = %(job)s" if job else "")
         sql = f"""
             WITH clock AS (SELECT {NOW} AS t),
@@ -487,7 +496,10 @@ class PostgresStore:
                 INSERT INTO events (item_id, actor, event, from_status, to_status, note)
                 SELECT id, %(owner)s, 'COMPLETED', 'IN_PROGRESS', 'DONE', 'done:' || attempts || %(extra)s FROM done
             ),
-            woken AS (SELECT pg_notify('{CHANNEL}', 'complete') FROM done)
+            woken AS (  -- only a completion that unblocks a dependent brings new work: wake runners then
+                SELECT pg_notify('{CHANNEL}', 'complete') FROM done
+                WHERE EXISTS (SELECT 1 FROM deps d WHERE d.dep_key = done.id_key)
+            )
             SELECT done.*, (SELECT count(*) FROM woken) AS n FROM done
         """
         rows = self._run(sql, {"id": item_id, "owner": owner, "attempt": attempt, "extra": extra})
