@@ -631,7 +631,7 @@ def serve(app: App, port: int, host: str, allow_remote: bool, read_only: bool) -
 
     if host not in ("127.0.0.1", "localhost", "::1") and not allow_remote:
         raise click.UsageError(f"--host {host} would let other machines in: add --allow-remote to mean it")
-    app.store  # noqa: B018 - fail now, not on the first request, if the queue cannot be read
+    app.store.counts()  # fail now, not on the first request, if the queue cannot be read
     dashboard = Dashboard(app.root, lambda: _fresh_store(app), app.config, host, port, read_only)
     server = make_server(dashboard)
     click.echo(f"orch dashboard on http://{host}:{dashboard.port}/ (Ctrl-C stops it)")

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,10 +226,10 @@ def job_items(store: Store, job_id: str) -> list[Item]:
     return [item for item in store.items() if item.job == job_id]
 
 
-def refresh_counters(store: Store, package: Package) -> dict:
-    """Recompute the execution counters from the queue and write them; returns the order."""
+def refresh_counters(store: Store, package: Package, *, write: bool = True) -> dict:
+    """Recompute the execution counters from the queue (and write them); returns the order."""
     items = job_items(store, package.job_id)
-    with package.locked():
+    with package.locked() if write else nullcontext():
         order = package.read_order()
         execution = order.setdefault("execution", {})
         execution["tasks_dispatched"] = len(items)
@@ -241,7 +241,8 @@ def refresh_counters(store: Store, package: Package) -> dict:
             execution["completed_at"] = execution.get("completed_at") or local_now()
         elif any(item.status is not Status.PENDING for item in items) and order.get("status") != "running":
             order["status"] = "running"
-        package.write_order(order)
+        if write:
+            package.write_order(order)
     return order
 
 
@@ -274,7 +275,8 @@ class JobStatus:
 
 
 def status(store: Store, package: Package) -> JobStatus:
-    order = refresh_counters(store, package)
+    """The work order's progress, from the queue; reading it writes nothing."""
+    order = refresh_counters(store, package, write=False)
     items = job_items(store, package.job_id)
     execution = order.get("execution", {})
     return JobStatus(

@@ -455,11 +455,6 @@ def test_the_item_and_job_pages_show_what_the_api_has(world):
     )}  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an unknown work order answers 500, not 404 (workorder.status creates "
-    "jobs/<id>/.lock before read_order can raise NotFoundError; orch job status crashes alike)",
-)
 def test_an_unknown_work_order_is_404(world):
     assert world.served.get("/api/jobs/no_such_job").status_code == 404
     assert world.served.get("/job/no_such_job").status_code == 404
@@ -659,11 +654,6 @@ def test_an_action_without_the_right_token_is_403(guarded, token):
     assert unchanged(guarded, before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a non-ASCII X-Orch-Token makes secrets.compare_digest raise TypeError: "
-    "500 and a traceback instead of 403",
-)
 def test_a_non_ascii_token_is_403_not_500(guarded):
     answer = httpx.post(f"{guarded.url}/api/items/A-1/cancel", content=b"{}",
                         headers={"X-Orch-Token": "\u00e9t\u00e9".encode("latin-1")})  # fmt: skip
@@ -729,11 +719,6 @@ def request(method: str, path: str, host: str, body: bytes = b"", **headers: str
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a refused POST leaves its body unread on a kept-alive connection; the "
-    "server parses the body as the next request (here: answers 501/400 to a good GET)",
-)
 def test_after_a_refused_post_the_next_request_on_the_connection_is_answered_right(guarded):
     host = f"127.0.0.1:{guarded.port}"
     body = json.dumps({"notes": "x" * web.MAX_BODY}).encode()
@@ -744,12 +729,6 @@ def test_after_a_refused_post_the_next_request_on_the_connection_is_answered_rig
     assert statuses[1:] in ([], [b"200"])  # closed after the refusal, or the GET answered
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="security bug: the body of a refused request (foreign Host: 421) is parsed "
-    "and run as a request; with the token (which the 421 page itself shows) a DNS-rebinding page "
-    "can cancel items",
-)
 def test_a_request_hidden_in_the_body_of_a_refused_one_is_never_run(guarded):
     inner = request("POST", "/api/items/A-2/cancel", f"127.0.0.1:{guarded.port}", b"{}", X_Orch_Token=guarded.token)
     outer = request("POST", "/api/items/A-1/cancel", f"evil.example:{guarded.port}", inner,
@@ -760,11 +739,6 @@ def test_a_request_hidden_in_the_body_of_a_refused_one_is_never_run(guarded):
     assert guarded.queue.read_bytes() == before, re.findall(rb"HTTP/1\.[01] \d{3} [^\r]*", answer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the 421 answer to a foreign Host carries the per-process token "
-    "(pages.error_page puts it in <meta name=orch-token>); a DNS-rebinding page can read it",
-)
 def test_the_421_answer_does_not_give_away_the_token(guarded):
     for path in ("/", "/api/status", "/nothing"):
         answer = guarded.get(path, headers={"Host": f"evil.example:{guarded.port}"})
@@ -879,11 +853,6 @@ def test_a_reconnect_older_than_the_ring_gets_resync(tmp_path, dashboards, strea
     assert [recent.next().kind for _ in range(4)] == ["hello", "change", "change", "change"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: on a resume, hello carries the newest id before the missed changes are sent: a connection lost "
-    "right after hello resumes past them, and they never reach the page",
-)
 def test_a_resumed_streams_hello_does_not_skip_past_the_missed_changes(tmp_path, dashboards, streams):
     write_repo(tmp_path, [row("A-1")], settings())
     served = dashboards(tmp_path)
@@ -894,11 +863,6 @@ def test_a_resumed_streams_hello_does_not_skip_past_the_missed_changes(tmp_path,
     assert hello.kind == "hello" and int(hello.id) <= seen  # the browser's lastEventId stays before the misses
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a Last-Event-ID from before a restart of orch serve (above the new "
-    "server's seq) is taken as current: no resync, and no change until seq passes it",
-)
 def test_a_reconnect_after_a_server_restart_resyncs(tmp_path, dashboards, streams):
     queue = write_repo(tmp_path, [row("A-1")], settings())
     served = dashboards(tmp_path)
@@ -977,12 +941,7 @@ def sqlite_queue(folder: Path) -> Path:
 
 @pytest.mark.parametrize(
     "backend",
-    [
-        "markdown",
-        pytest.param("sqlite", marks=pytest.mark.xfail(strict=True, reason=(
-            "bug: with --db (SQLite, WAL) the live hub fingerprints the database file, which a commit does not "
-            "touch (it goes to queue.db-wal): no change event ever reaches the page"))),
-    ],
+    ["markdown", "sqlite"],
 )  # fmt: skip
 def test_orch_serve_mirrors_the_cli_and_streams_its_changes(tmp_path, processes, streams, backend):
     queue = write_repo(tmp_path, [row("A-1"), row("A-2", "FAILED", attempts=1)], settings(), git=True)
@@ -1016,11 +975,6 @@ def test_a_non_loopback_host_without_allow_remote_is_refused(tmp_path, host):
     assert f"--host {host}" in result.stderr and "--allow-remote" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: orch serve starts on a missing queue (cli.serve's `app.store` opens "
-    "the markdown store lazily, reading nothing), then every page answers 400",
-)
 def test_serve_refuses_a_queue_it_cannot_read_before_listening(tmp_path):
     popen = subprocess.Popen(orch_argv("--queue", str(tmp_path / "missing.md"), "serve", "--port", "0"), env=ENV,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip

@@ -364,11 +364,6 @@ def test_screenshots_of_the_board_and_the_charts_are_real_pngs(tmp_path, browser
     assert drawn == [480, 200]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a 503 from /api/stream (too many streams) closes the EventSource for good (a non-200 answer is "
-    "never retried), but app.js polls only after 5 errors: the page stays 'reconnecting' and never updates",
-)
 def test_a_page_refused_a_stream_falls_back_to_polling(tmp_path, browser, monkeypatch):
     monkeypatch.setattr(web, "MAX_STREAMS", 0)  # every stream is refused, as when 32 are open
     queue = make_repo(tmp_path, [row("P-1"), row("P-2")], {"kind": "command", "argv": [PY, "-c", "pass"]})
@@ -389,11 +384,6 @@ def test_a_page_refused_a_stream_falls_back_to_polling(tmp_path, browser, monkey
         thread.join(10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="security bug: a DNS-rebinding page reads the token from the 421 page and "
-    "hides a request in the body of a refused one, which the server then runs (see test_web.py)",
-)
 def test_a_dns_rebinding_page_cannot_make_the_dashboard_act(tmp_path, browser, serve):
     queue = make_repo(tmp_path, [row("R-1"), row("R-2")], {"kind": "command", "argv": [PY, "-c", "pass"]})
     url = serve(tmp_path)

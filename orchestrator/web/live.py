@@ -85,8 +85,8 @@ class Hub:
     def since(self, seq: int) -> list[Change] | None:
         """Changes after ``seq``; None when ``seq`` is older than the ring (the page must resync)."""
         with self.condition:
-            if self.ring and seq < self.ring[0].seq - 1:
-                return None
+            if seq > self.seq or (self.ring and seq < self.ring[0].seq - 1):
+                return None  # from another server process (a restart), or older than the ring
             return [change for change in self.ring if change.seq > seq]
 
     def wait(self, seq: int, timeout: float) -> list[Change] | None:

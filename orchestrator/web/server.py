@@ -76,9 +76,9 @@ class Dashboard:
         """Fingerprints of what the pages show: the queue, the runs, each job's files."""
         store = self.store()
         marks: dict[str, object] = {}
-        path = getattr(store, "path", None)
-        if path is not None:
-            marks["queue"] = file_marks([Path(path), self.runtime / "events.jsonl", self.runtime / "leases.json"])
+        if not hasattr(store, "version"):  # a markdown queue: its files (a database's commits go to its -wal file,
+            # so a database is fingerprinted by its newest event instead)
+            marks["queue"] = file_marks([Path(store.path), self.runtime / "events.jsonl", self.runtime / "leases.json"])
         else:
             marks["queue"] = store.version()
         runs = self.runtime / "runs"
@@ -175,11 +175,17 @@ class Handler(BaseHTTPRequestHandler):
         origin = self.headers.get("Origin")
         if origin is not None and urlsplit(origin).netloc != self.headers.get("Host"):
             raise Refused(403, "cross-origin request refused")
-        if not secrets.compare_digest(self.headers.get("X-Orch-Token", ""), self.dashboard.token):
+        sent = self.headers.get("X-Orch-Token", "").encode("latin-1", "replace")
+        if not secrets.compare_digest(sent, self.dashboard.token.encode()):
             raise Refused(403, "missing or wrong X-Orch-Token")
 
     def _body(self) -> dict:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise Refused(400, "bad Content-Length") from None
+        if length < 0:
+            raise Refused(400, "bad Content-Length")
         if length > MAX_BODY:
             raise Refused(413, f"request body over {MAX_BODY} bytes")
         raw = self.rfile.read(length) if length else b"{}"
@@ -213,10 +219,13 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, text.encode(), "text/html; charset=utf-8")
 
     def _error(self, status: int, message: str) -> None:
+        # A refused request's body may be unread: close, so it is never parsed as the next request.
+        self.close_connection = True
         if self.path.startswith("/api/"):
-            self._json({"error": message}, status)
-        else:
-            self._html(pages.error_page(status, message, self.dashboard.token), status)
+            body, kind = json.dumps({"error": message}, ensure_ascii=False).encode(), "application/json; charset=utf-8"
+        else:  # no token on an error page: a 421 goes to a host that must not learn it
+            body, kind = pages.error_page(status, message, "").encode(), "text/html; charset=utf-8"
+        self._send(status, body, kind, {"Connection": "close"})
 
     # --- pages and API ----------------------------------------------------------------
 
@@ -298,7 +307,7 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         last = self.headers.get("Last-Event-ID")
         seq = int(last) if last and last.isdigit() else hub.seq
-        self._write_event("hello", hub.seq, {"seq": hub.seq})
+        self._write_event("hello", seq, {"seq": hub.seq})  # the resume point: the misses follow
         if last and hub.since(seq) is None:
             self._write_event("resync", hub.seq, {"seq": hub.seq})
             seq = hub.seq

@@ -127,7 +127,7 @@ function connect() {
   source.onerror = () => {
     live.classList.remove("on");
     failures += 1;
-    if (failures >= 5) {
+    if (failures >= 5 || source.readyState === EventSource.CLOSED) {  // a refusal (503) is never retried
       source.close();
       startPolling();
     } else {
