@@ -23,31 +23,47 @@ function cell(row, text, className) {
   return td;
 }
 
+function boardRow(item) {
+  const tr = document.createElement("tr");
+  tr.dataset.id = item.id;
+  const link = document.createElement("a");
+  link.href = "/item/" + encodeURIComponent(item.id);
+  link.textContent = item.id;
+  cell(tr, "").appendChild(link);
+  const status = cell(tr, item.status, "status " + item.status.toLowerCase());
+  if (item.stale) {
+    const stale = document.createElement("span");
+    stale.className = "stale";
+    stale.textContent = " stale: " + item.stale;
+    status.appendChild(stale);
+  }
+  for (const key of ["title", "owner", "started", "attempts", "job", "notes"]) cell(tr, String(item[key]));
+  return tr;
+}
+
+const shown = new Map(); // id -> [signature, row]: only rows that changed are rebuilt
+
 function renderBoard(data) {
   for (const [status, count] of Object.entries(data.summary)) {
     const el = document.querySelector(`[data-count="${status}"]`);
     if (el) el.textContent = String(count);
   }
   const body = document.getElementById("rows");
-  const rows = [];
-  for (const item of data.items) {
-    const tr = document.createElement("tr");
-    tr.dataset.id = item.id;
-    const link = document.createElement("a");
-    link.href = "/item/" + encodeURIComponent(item.id);
-    link.textContent = item.id;
-    cell(tr, "").appendChild(link);
-    const status = cell(tr, item.status, "status " + item.status.toLowerCase());
-    if (item.stale) {
-      const stale = document.createElement("span");
-      stale.className = "stale";
-      stale.textContent = " stale: " + item.stale;
-      status.appendChild(stale);
-    }
-    for (const key of ["title", "owner", "started", "attempts", "job", "notes"]) cell(tr, String(item[key]));
-    rows.push(tr);
+  const sameOrder = data.items.length === body.children.length &&
+    data.items.every((item, k) => body.children[k].dataset.id === item.id);
+  const rows = data.items.map((item) => {
+    const signature = JSON.stringify(item);
+    const known = shown.get(item.id);
+    if (known && known[0] === signature) return known[1];
+    const row = boardRow(item);
+    shown.set(item.id, [signature, row]);
+    return row;
+  });
+  if (sameOrder) {
+    rows.forEach((row, k) => { if (body.children[k] !== row) body.replaceChild(row, body.children[k]); });
+  } else {
+    body.replaceChildren(...rows);
   }
-  body.replaceChildren(...rows);
   document.querySelectorAll("img[data-chart]").forEach((img) => {
     const url = new URL(img.src, location.href);
     url.searchParams.set("t", Date.now());
@@ -94,7 +110,10 @@ function renderJob(data) {
   if (atBottom) log.scrollTop = log.scrollHeight;
 }
 
+let latest = 0; // answers can arrive out of order: only the newest request's answer is shown
+
 async function refresh() {
+  const mine = ++latest;
   let url;
   if (page === "board") url = "/api/items" + location.search;
   else if (page.startsWith("item:")) url = "/api/items/" + encodeURIComponent(page.slice(5));
@@ -103,6 +122,7 @@ async function refresh() {
   const answer = await fetch(url, { headers: { Accept: "application/json" } });
   if (!answer.ok) return;
   const data = await answer.json();
+  if (mine !== latest) return;
   if (page === "board") renderBoard(data);
   else if (page.startsWith("item:")) renderItem(data);
   else renderJob(data);
