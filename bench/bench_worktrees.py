@@ -44,10 +44,9 @@ run (``git.cmd.Git.execute`` wrapped) before the worker starts and inside
 --cached --stat`` for the supervisor's prompt), which each step also runs
 before the supervisor and which is not part of the target's ``_commit``.
 
-If ``worktree_pool`` does not work (a check on a small repo first: the second
-of two attempts must reuse the first one's worktree), it says so, with the
-error, and measures the pool with the fix proposed in docs/performance.md
-(``proposed_from_pool`` below) instead of aborting.
+It first checks that ``worktree_pool`` works on a small repo (the second of
+two attempts must reuse the first one's worktree) and aborts with git's error
+if it does not.
 
 Run it from the repository root with the project's virtual environment:
 
@@ -230,40 +229,6 @@ def pool_check(root: Path, store_kind: str) -> str | None:
     if len(linked) != 1 or str(pool) not in linked[0] or "prunable" in linked[0]:
         return "the second attempt did not recycle the first one's worktree: " + " | ".join(
             " ".join(block.split()) for block in linked)  # fmt: skip
-    return None
-
-
-def proposed_from_pool(self: Worktrees, path: Path, branch: str, base: str):
-    """``Worktrees._from_pool`` as the proposed patch has it (docs/performance.md, issue 4).
-
-    The spare is claimed by ``git worktree move`` itself (git renames the
-    folder, then its records; of two runners only one rename succeeds), not by
-    ``os.rename`` behind git's back, which left git's records pointing at the
-    old path so that the move and the clean-up both failed.
-    """
-    from git import GitCommandError, Repo
-
-    from orchestrator.worktree import Worktree
-
-    if not self.pool_size or not self.pool_dir.is_dir():
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for spare in sorted(self.pool_dir.iterdir()):
-        try:
-            self.repo.git.worktree("move", str(spare), str(path))
-        except GitCommandError:
-            continue  # another runner took it (or it is not a worktree any more)
-        try:
-            worktree = Repo(path).git
-            worktree.checkout("--quiet", "--force", "-B", branch, base)
-            worktree.clean("-fdxq")
-            return Worktree(path, branch, base)
-        except GitCommandError:
-            try:
-                self.repo.git.worktree("remove", "--force", str(path))
-            except GitCommandError:
-                shutil.rmtree(path, ignore_errors=True)
-                self.repo.git.worktree("prune")
     return None
 
 
@@ -546,11 +511,8 @@ def main() -> None:
     try:
         broken = pool_check(Path(temp), args.store)
         if broken:
-            print(f"\nPOOL BROKEN: worktree_pool: {POOL_SIZE} in orch.yaml: {broken}")
-            print("  the 'pool' figures below use the proposed Worktrees._from_pool (proposed_from_pool here)\n")
-            Worktrees._from_pool = proposed_from_pool
-        else:
-            print("pool check: a finished worktree was recycled (orchestrator's own Worktrees._from_pool)")
+            sys.exit(f"POOL BROKEN: worktree_pool: {POOL_SIZE} in orch.yaml: {broken}")
+        print("pool check: a finished worktree was recycled")
         instrument()
         for count in SIZES:
             results[count] = bench_size(count, runs, Path(temp), args.store)

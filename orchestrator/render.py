@@ -41,9 +41,14 @@ def status_text(summary: Summary) -> str:
     return "\n".join(lines)
 
 
-def status_json(summary: Summary) -> str:
+def status_data(summary: Summary) -> dict:
+    """``status --json`` (and the dashboard's /api/status)."""
     top = [{**item.as_dict(), "stale": summary.stale.get(item.id, "")} for item in summary.top_in_progress]
-    return as_json({"summary": summary.counts, "top_in_progress": top, "stale": summary.stale})
+    return {"summary": summary.counts, "top_in_progress": top, "stale": summary.stale}
+
+
+def status_json(summary: Summary) -> str:
+    return as_json(status_data(summary))
 
 
 def workers_text(loads: list[WorkerLoad]) -> str:
@@ -57,23 +62,21 @@ def workers_text(loads: list[WorkerLoad]) -> str:
     return "\n".join(lines)
 
 
+def workers_data(loads: list[WorkerLoad]) -> dict:
+    """``workers --json`` (and the dashboard's /api/workers)."""
+    return {
+        "workers_active": len(loads),
+        "in_progress": sum(len(load.ids) for load in loads),
+        "workers": [
+            {"owner": load.owner, "tasks": len(load.ids), "ids": load.ids, "oldest_start": load.oldest_start,
+             "stale": load.stale}
+            for load in loads
+        ],
+    }  # fmt: skip
+
+
 def workers_json(loads: list[WorkerLoad]) -> str:
-    return as_json(
-        {
-            "workers_active": len(loads),
-            "in_progress": sum(len(load.ids) for load in loads),
-            "workers": [
-                {
-                    "owner": load.owner,
-                    "tasks": len(load.ids),
-                    "ids": load.ids,
-                    "oldest_start": load.oldest_start,
-                    "stale": load.stale,
-                }  # fmt: skip
-                for load in loads
-            ],
-        }
-    )
+    return as_json(workers_data(loads))
 
 
 def item_text(item: Item, events: list[Event]) -> str:

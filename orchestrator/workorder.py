@@ -10,12 +10,11 @@ from the queue whenever they change, so they always agree with it.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import yaml
 
 from orchestrator import audit, model
 from orchestrator.errors import BadInputError, NotFoundError
+from orchestrator.locks import exclusive
 from orchestrator.model import Item, Status
 from orchestrator.store.base import Store
 
@@ -141,15 +141,9 @@ class Package:
     def tasks(self) -> list[dict]:
         return [json.loads(line) for line in self.manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
 
-    @contextmanager
     def locked(self):
         """Serialise updates of the work order and results between runners."""
-        fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return exclusive(self.folder / ".lock")
 
     def event(self, actor: str, event: str, message: str) -> None:
         audit.append_event(self.log, actor, event, message)

@@ -8,15 +8,14 @@ they got here, so they are safe as path parts and branch names.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import AgentError, BadInputError
+from orchestrator.locks import exclusive
 
 FALLBACK_IDENTITY = ("orch", "orch@localhost")
 
@@ -64,16 +63,9 @@ class Worktrees:
         self.pool_dir = Path(runtime_dir) / "pool"
         self.pool_size = pool_size
 
-    @contextmanager
     def _locked(self):
         """git's worktree bookkeeping is not safe against a concurrent add (threads or runners)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return exclusive(self.root / ".lock")
 
     def create(self, item_id: str, attempt: int, base: str) -> Worktree:
         with self._locked():

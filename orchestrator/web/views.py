@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from orchestrator import operations, workorder
+from orchestrator import operations, render, workorder
 from orchestrator.model import Status
 from orchestrator.store.base import Store
 from orchestrator.timeutil import parse_iso
@@ -19,28 +19,12 @@ LOG_TAIL = 200
 
 def status(store: Store, runtime: Path) -> dict:
     """``orch status --json``."""
-    summary = operations.summarize(store, runtime=runtime)
-    top = [{**item.as_dict(), "stale": summary.stale.get(item.id, "")} for item in summary.top_in_progress]
-    return {"summary": summary.counts, "top_in_progress": top, "stale": summary.stale}
+    return render.status_data(operations.summarize(store, runtime=runtime))
 
 
 def workers(store: Store, runtime: Path) -> dict:
     """``orch workers --json``."""
-    loads = operations.worker_loads(store, runtime=runtime)
-    return {
-        "workers_active": len(loads),
-        "in_progress": sum(len(load.ids) for load in loads),
-        "workers": [
-            {
-                "owner": load.owner,
-                "tasks": len(load.ids),
-                "ids": load.ids,
-                "oldest_start": load.oldest_start,
-                "stale": load.stale,
-            }
-            for load in loads
-        ],  # fmt: skip
-    }
+    return render.workers_data(operations.worker_loads(store, runtime=runtime))
 
 
 def board(store: Store, runtime: Path, status_filter: str = "", owner: str = "", job: str = "") -> dict:
