@@ -10,17 +10,13 @@ values to the store, so the simulated clock moves past the lease and backoff.
 from __future__ import annotations
 
 import json
-import os
 import re
-import select
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,8 +25,9 @@ from orchestrator.errors import LeaseLostError
 from orchestrator.model import Item, Policy, Status
 from orchestrator.store.markdown import MarkdownStore
 from orchestrator.store.sqlite import SqliteStore
-from tests.conftest import ROOT, run_orch
+from tests.conftest import run_orch
 from tests.stores import BACKENDS, FULL_HEADER, make_store
+from tests.workers import finish, popen, read_line, reaped_at_exit, started_together
 
 WORKER_TIMEOUT = 120.0
 """Seconds a group of workers may take from start to finish; far above a normal run."""
@@ -95,70 +92,6 @@ DOOMED = textwrap.dedent(
 """Claims one item with a short lease, says so, and blocks holding it until SIGKILL."""
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def _read_line(proc: subprocess.Popen, deadline: float) -> bytes:
-    """One line from a worker's stdout, byte by byte so nothing is buffered away."""
-    fd = proc.stdout.fileno()
-    line = b""
-    while not line.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            raise AssertionError(f"worker {proc.pid} did not report in time (so far: {line!r})")
-        chunk = os.read(fd, 1)
-        if not chunk:
-            _, err = proc.communicate(timeout=10)
-            raise AssertionError(f"worker exited before it reported:\n{err.decode()}")
-        line += chunk
-    return line
-
-
-def _popen(argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
-
-
-@contextmanager
-def _reaped_at_exit(procs: list[subprocess.Popen]) -> Iterator[list[subprocess.Popen]]:
-    """Whatever happens, no worker outlives the test."""
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate(timeout=30)
-
-
-@contextmanager
-def _started_together(argvs: list[list[str]]) -> Iterator[list[subprocess.Popen]]:
-    """One worker process per argv, all released at the same moment."""
-    procs: list[subprocess.Popen] = []
-    with _reaped_at_exit(procs):
-        for argv in argvs:
-            procs.append(_popen(argv))
-        deadline = time.monotonic() + WORKER_TIMEOUT
-        for proc in procs:
-            assert _read_line(proc, deadline) == b"ready\n"
-        for proc in procs:
-            proc.stdin.write(b"go\n")
-            proc.stdin.flush()
-        yield procs
-
-
-def _finish(procs: list[subprocess.Popen]) -> list[str]:
-    """Each worker's stdout, once all exited 0 within the timeout."""
-    deadline = time.monotonic() + WORKER_TIMEOUT
-    outputs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
-        assert proc.returncode == 0, f"worker {proc.pid} exited {proc.returncode}:\n{err.decode()}"
-        assert err == b""
-        outputs.append(out.decode())
-    return outputs
-
-
 # --- eight claimers at once --------------------------------------------------------
 
 
@@ -171,8 +104,8 @@ def test_eight_processes_claiming_at_once_take_each_item_exactly_once(tmp_path: 
 
     started = time.monotonic()
     argvs = [[sys.executable, "-c", CLAIMER, backend, str(store.path), f"w{k}"] for k in range(WORKERS)]
-    with _started_together(argvs) as procs:
-        outputs = _finish(procs)
+    with started_together(argvs) as procs:
+        outputs = finish(procs)
     elapsed = time.monotonic() - started
 
     reports = [json.loads(out) for out in outputs]
@@ -219,8 +152,8 @@ def test_a_worker_killed_mid_lease_is_reaped_retried_and_fenced_off(tmp_path: Pa
     store.add([Item("K-1", title="the killed worker's item"), Item("K-2", depends_on=("K-1",))], actor="test")
 
     argv = [sys.executable, "-c", DOOMED, backend, str(store.path), "dead", str(KILL_LEASE)]
-    with _reaped_at_exit([_popen(argv)]) as (proc,):
-        line = _read_line(proc, time.monotonic() + WORKER_TIMEOUT)
+    with reaped_at_exit([popen(argv)]) as (proc,):
+        line = read_line(proc, time.monotonic() + WORKER_TIMEOUT)
         assert line == b"claimed K-1 1\n"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from orchestrator import model
 from orchestrator.queuefile import QueueFile
 from orchestrator.store.markdown import TEMP_MARK, MarkdownStore
 from tests.conftest import ROOT, SAMPLE_QUEUE, orch_argv, run_orch
+from tests.workers import read_line
 
 WORKER_TIMEOUT = 120.0
 """Seconds a group of workers may take from start to finish; far above a normal run."""
@@ -81,22 +81,6 @@ def _temp_files(folder: Path) -> set[str]:
     return {name for name in os.listdir(folder) if TEMP_MARK in name}
 
 
-def _read_line(proc: subprocess.Popen, deadline: float) -> bytes:
-    """One line from a worker's stdout, byte by byte so nothing is buffered away."""
-    fd = proc.stdout.fileno()
-    line = b""
-    while not line.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            raise AssertionError(f"worker {proc.pid} did not report ready in time")
-        chunk = os.read(fd, 1)
-        if not chunk:
-            _, err = proc.communicate(timeout=10)
-            raise AssertionError(f"worker exited before it was ready:\n{err.decode()}")
-        line += chunk
-    return line
-
-
 @contextmanager
 def _started_together(command_lists: list[list[list[str]]]) -> Iterator[list[subprocess.Popen]]:
     """One worker process per command list, all released at the same moment."""
@@ -115,7 +99,7 @@ def _started_together(command_lists: list[list[list[str]]]) -> Iterator[list[sub
             )
         deadline = time.monotonic() + WORKER_TIMEOUT
         for proc in procs:
-            assert _read_line(proc, deadline) == b"ready\n"
+            assert read_line(proc, deadline) == b"ready\n"
         for proc in procs:
             proc.stdin.write(b"go\n")
             proc.stdin.flush()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -39,9 +38,10 @@ from orchestrator.model import Item, Policy, Status
 from orchestrator.store.markdown import MarkdownStore
 from orchestrator.store.postgres import CHANNEL, MIGRATIONS, PostgresStore  # imports psycopg on first use only
 from orchestrator.store.sqlite import SqliteStore
-from tests.conftest import ROOT, orch_argv, run_orch
+from tests.conftest import orch_argv, run_orch
 from tests.runs import PY, config, git, make_repo
 from tests.stores import FULL_HEADER
+from tests.workers import env, finish, popen, read_line, reaped_at_exit, started_together
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups and signals")
 
@@ -56,73 +56,9 @@ POLICY = Policy(max_attempts=3, backoff_base=10, backoff_factor=2, jitter=0.1)
 # --- helpers ---------------------------------------------------------------------------
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
 def _named(dsn: str, application: str) -> str:
     """The DSN with an ``application_name``, so the server can tell this client's connections apart."""
     return f"{dsn}{'&' if '?' in dsn else '?'}application_name={application}"
-
-
-def _popen(argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
-
-
-def _read_line(proc: subprocess.Popen, deadline: float) -> bytes:
-    """One line from a worker's stdout, byte by byte so nothing is buffered away."""
-    fd = proc.stdout.fileno()
-    line = b""
-    while not line.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            raise AssertionError(f"worker {proc.pid} did not report in time (so far: {line!r})")
-        chunk = os.read(fd, 1)
-        if not chunk:
-            _, err = proc.communicate(timeout=10)
-            raise AssertionError(f"worker exited before it reported:\n{err.decode()}")
-        line += chunk
-    return line
-
-
-@contextmanager
-def _reaped_at_exit(procs: list[subprocess.Popen]) -> Iterator[list[subprocess.Popen]]:
-    """Whatever happens, no worker outlives the test."""
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate(timeout=30)
-
-
-@contextmanager
-def _started_together(argvs: list[list[str]]) -> Iterator[list[subprocess.Popen]]:
-    """One worker process per argv, all released at the same moment."""
-    procs: list[subprocess.Popen] = []
-    with _reaped_at_exit(procs):
-        for argv in argvs:
-            procs.append(_popen(argv))
-        deadline = time.monotonic() + WAIT
-        for proc in procs:
-            assert _read_line(proc, deadline) == b"ready\n"
-        for proc in procs:
-            proc.stdin.write(b"go\n")
-            proc.stdin.flush()
-        yield procs
-
-
-def _finish(procs: list[subprocess.Popen]) -> list[str]:
-    """Each worker's stdout, once all exited 0 (stderr empty) within the deadline."""
-    deadline = time.monotonic() + WAIT
-    outputs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
-        assert proc.returncode == 0, f"worker {proc.pid} exited {proc.returncode}:\n{err.decode()}"
-        assert err == b"", err.decode()
-        outputs.append(out.decode())
-    return outputs
 
 
 def wait_for(condition, what: str, timeout: float = WAIT, detail=lambda: ""):
@@ -227,8 +163,8 @@ def test_eight_processes_on_two_hosts_complete_each_item_exactly_once(store, pg_
 
     started = time.monotonic()
     argvs = [[sys.executable, "-c", CLAIMER, _named(pg_dsn, owner), owner] for owner in OWNERS]
-    with _started_together(argvs) as procs:
-        outputs = _finish(procs)
+    with started_together(argvs) as procs:
+        outputs = finish(procs)
     elapsed = time.monotonic() - started
 
     reports = [json.loads(out) for out in outputs]
@@ -292,8 +228,8 @@ def test_a_worker_killed_mid_lease_is_rescued_retried_elsewhere_and_fenced_off(s
     store.add([Item("K-1", title="the killed worker's item"), Item("K-2", depends_on=("K-1",))], actor="test")
 
     argv = [sys.executable, "-c", DOOMED, _named(pg_dsn, "hostA-dead"), "hostA-dead", str(KILL_LEASE)]
-    with _reaped_at_exit([_popen(argv)]) as (proc,):
-        assert _read_line(proc, time.monotonic() + WAIT) == b"claimed K-1 1\n"
+    with reaped_at_exit([popen(argv)]) as (proc,):
+        assert read_line(proc, time.monotonic() + WAIT) == b"claimed K-1 1\n"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL
@@ -510,8 +446,8 @@ MIGRATOR = textwrap.dedent(
 
 def test_eight_runners_opening_an_empty_database_at_once_apply_each_migration_once(pg_dsn):
     names = [f"runner-{k}" for k in range(8)]
-    with _started_together([[sys.executable, "-c", MIGRATOR, pg_dsn, name] for name in names]) as procs:
-        outputs = _finish(procs)
+    with started_together([[sys.executable, "-c", MIGRATOR, pg_dsn, name] for name in names]) as procs:
+        outputs = finish(procs)
     assert [json.loads(out)["name"] for out in outputs] == names
 
     with _admin(pg_dsn) as conn:
@@ -562,8 +498,8 @@ WAITER = textwrap.dedent(
 
 
 def test_an_add_on_another_connection_wakes_an_idle_waiter_at_once(store, pg_dsn):
-    with _reaped_at_exit([_popen([sys.executable, "-c", WAITER, _named(pg_dsn, "hostB-idle")])]) as (proc,):
-        assert _read_line(proc, time.monotonic() + WAIT) == b"ready\n"
+    with reaped_at_exit([popen([sys.executable, "-c", WAITER, _named(pg_dsn, "hostB-idle")])]) as (proc,):
+        assert read_line(proc, time.monotonic() + WAIT) == b"ready\n"
         wait_for(lambda: _listening(pg_dsn, "hostB-idle"), "the waiter to LISTEN")
         store.add([Item("W-1")], actor="hostA-operator")
         out, err = proc.communicate(timeout=WAIT)
@@ -604,7 +540,7 @@ def _runner(tmp_path: Path, dsn: str, name: str, repo: Path, *args: str) -> subp
     """``orch --db DSN run ARGS`` in its own session in ``repo``, output to ``<tmp_path>/<name>.out``."""
     out = (tmp_path / f"{name}.out").open("w")
     proc = subprocess.Popen(orch_argv("--db", _named(dsn, name), "run", *args), cwd=repo, stdout=out,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_env(),
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env(),
                             start_new_session=True)  # fmt: skip
     out.close()
     proc.output = lambda: (tmp_path / f"{name}.out").read_text()
@@ -846,7 +782,7 @@ WITHOUT_PSYCOPG = textwrap.dedent(
 def test_without_psycopg_the_error_names_the_extra(tmp_path, how):
     dsn = f"postgresql://orch:{SECRET}@db.example.invalid/queue"
     done = subprocess.run([sys.executable, "-c", WITHOUT_PSYCOPG, how, "--db", dsn, "status"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=WAIT, env=_env())  # fmt: skip
+                          capture_output=True, text=True, timeout=WAIT, env=env())  # fmt: skip
     assert done.returncode == 2, done
     assert done.stdout == ""
     assert done.stderr == (
@@ -867,7 +803,7 @@ def bad_dsn_runs(tmp_path_factory):
     """``orch --db <bad DSN> status`` for each bad DSN, all started at once (each takes the pool's 10 s)."""
     folder = tmp_path_factory.mktemp("bad-dsn")
     procs = {name: subprocess.Popen(orch_argv("--db", dsn, "status"), cwd=folder, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, env=_env())
+                                    stderr=subprocess.PIPE, text=True, env=env())
              for name, dsn in BAD_DSNS.items()}  # fmt: skip
     results = {}
     try:
