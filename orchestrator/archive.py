@@ -67,8 +67,21 @@ def rows_to_archive(items: list[Item], jobs: set[str], cutoff: float) -> list[It
         return item.job in jobs or (started is not None and started < cutoff)
 
     chosen = {item.id.lower() for item in items if item.status is Status.DONE and old(item)}
-    needed = {dep.lower() for item in items if item.id.lower() not in chosen for dep in item.depends_on}
-    return [item for item in items if item.id.lower() in chosen and item.id.lower() not in needed]
+    kept = _needed_by_kept_rows(items, chosen)
+    return [item for item in items if item.id.lower() in chosen and item.id.lower() not in kept]
+
+
+def _needed_by_kept_rows(items: list[Item], chosen: set[str]) -> set[str]:
+    """Every row a staying row needs, transitively: a kept row's dependencies stay too."""
+    deps = {item.id.lower(): [dep.lower() for dep in item.depends_on] for item in items}
+    pending = [dep for key, needs in deps.items() if key not in chosen for dep in needs]
+    needed: set[str] = set()
+    while pending:
+        key = pending.pop()
+        if key not in needed:
+            needed.add(key)
+            pending.extend(deps.get(key, ()))
+    return needed
 
 
 def _standalone(item: Item) -> Item:

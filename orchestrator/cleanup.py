@@ -42,7 +42,8 @@ def attempts(runtime: Path) -> list[tuple[str, int, Path]]:
     """Every attempt worktree under ``.orch/worktrees``: (id, attempt, path)."""
     root = runtime / "worktrees"
     found = []
-    for item_dir in sorted(root.iterdir()) if root.is_dir() else []:
+    item_dirs = sorted(path for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
+    for item_dir in item_dirs:  # .orch/worktrees also holds the pool's lock file
         for attempt_dir in sorted(item_dir.iterdir(), key=lambda p: (len(p.name), p.name)):
             number = attempt_dir.name.split(".")[0]  # "3", or "3.2" when a reset queue repeated attempt 3
             if number.isdigit():

@@ -14,6 +14,7 @@ import time
 from orchestrator import audit
 from orchestrator import manifest as states
 from orchestrator.config import STRATEGY_ALIASES, Config
+from orchestrator.errors import ConfigError
 from orchestrator.model import Claim, Item, Status
 from orchestrator.routing import Router
 from orchestrator.runner import Outcome, Route, RunHooks
@@ -33,15 +34,21 @@ class Conductor(RunHooks):
         self.strategy = str(package.read_order().get("routing_strategy") or config.strategy)
         routing = STRATEGY_ALIASES.get(self.strategy, self.strategy)
         self.router = Router(config.pools, routing) if config.pools else None
+        if self.router is not None and not self.router.usable():
+            raise ConfigError(
+                f"work order {package.job_id}: strategy {self.strategy} has no pool of that kind in orch.yaml "
+                f"(pools: {', '.join(config.pools)}; a pool named 'local' is local, the others cloud)"
+            )
         self.lock = threading.Lock()
         self.last_wait_reason = ""
 
     def attach(self, runner) -> None:
         """Let each pool's HTTP agent pause its pool when the server rate-limits it."""
-        for pool in self.config.pools.values():
-            agent = runner.agent(pool.agent)
+        for agent_name in {pool.agent for pool in self.config.pools.values()}:
+            agent = runner.agent(agent_name)
             if hasattr(agent, "on_rate_limit"):
-                agent.on_rate_limit = lambda seconds, name=pool.name: self.pause(name, seconds)
+                pools = [pool.name for pool in self.config.pools.values() if pool.agent == agent_name]
+                agent.on_rate_limit = lambda seconds, names=pools: [self.pause(name, seconds) for name in names]
 
     def log(self, actor: str, event: str, message: str) -> None:
         prefix = f"{self.package.job_id}-"

@@ -136,8 +136,8 @@ def _pool(name: str, data: Any, agents: dict[str, AgentConfig], where: str) -> P
         name=name,
         agent=agent,
         capacity=_number(data.get("capacity", 1), f"{key}.capacity", minimum=1, whole=True),
-        requests_per_minute=None if rpm is None else _number(rpm, f"{key}.requests_per_minute"),
-        tokens_per_minute=None if tpm is None else _number(tpm, f"{key}.tokens_per_minute"),
+        requests_per_minute=None if rpm is None else _number(rpm, f"{key}.requests_per_minute", minimum=1),
+        tokens_per_minute=None if tpm is None else _number(tpm, f"{key}.tokens_per_minute", minimum=1),
     )
 
 

@@ -2,8 +2,9 @@
 
 Pure and clock-driven (every method takes ``now``), so tests step it. A pool
 has an agent, a capacity (tasks at once) and optional budgets (requests or
-tokens per minute, over a sliding minute). Pools named ``local`` (or first
-in orch.yaml) are local; the others are cloud.
+tokens per minute, over a sliding minute). Pools named ``local`` (or, with
+none so named, the first in orch.yaml unless it is named ``cloud``) are
+local; the others are cloud.
 
 - ``force_local``: local pools only; wait when they are full.
 - ``force_cloud``: cloud pools only, within their budgets; wait otherwise.
@@ -61,11 +62,13 @@ class PoolState:
             return f"full ({self.running}/{self.config.capacity})", 0.0
         rpm = self.config.requests_per_minute
         if rpm is not None and len(self.requests) >= rpm:
-            return f"request budget spent ({len(self.requests)}/{rpm:g} per minute)", self.requests[0] + WINDOW - now
+            wait = self.requests[0] + WINDOW - now if self.requests else WINDOW
+            return f"request budget spent ({len(self.requests)}/{rpm:g} per minute)", wait
         tpm = self.config.tokens_per_minute
         used = sum(count for _, count in self.tokens)
         if tpm is not None and used >= tpm:
-            return f"token budget spent ({used}/{tpm:g} per minute)", self.tokens[0][0] + WINDOW - now
+            wait = self.tokens[0][0] + WINDOW - now if self.tokens else WINDOW
+            return f"token budget spent ({used}/{tpm:g} per minute)", wait
         return None
 
     def describe(self, now: float) -> str:
@@ -79,7 +82,7 @@ class Router:
 
     def __init__(self, pools: dict[str, PoolConfig], strategy: str) -> None:
         names = list(pools)
-        local_names = [n for n in names if n == "local"] or names[:1]
+        local_names = [n for n in names if n == "local"] or [n for n in names[:1] if n != "cloud"]
         self.pools = {name: PoolState(config, name in local_names) for name, config in pools.items()}
         self.strategy = strategy
 
@@ -123,6 +126,10 @@ class Router:
         """The pool answered 429 or reported its limit: send it nothing until ``until``."""
         pool = self.pools[name]
         pool.paused_until = max(pool.paused_until, until)
+
+    def usable(self) -> bool:
+        """Whether the strategy has any pool to use at all."""
+        return bool(self._candidates())
 
     def capacity(self) -> int:
         return sum(pool.config.capacity for pool in self._candidates())

@@ -368,7 +368,7 @@ class Attempt:
         return self._end(states.INTERVENTION_REQUIRED, f"intervention:{why}", why)
 
     def _step(self, step: int, feedback: str) -> Verdict:
-        worker_name = self.route.agent or self.item.agent or self.config.worker
+        worker_name = self.item.agent or self.route.agent or self.config.worker  # a task's own agent wins
         record: dict = {"step": step, "started": time.time()}
         try:
             worker_prompt = prompts.worker_prompt(self.item, step, feedback, self.details)

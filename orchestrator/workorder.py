@@ -165,7 +165,7 @@ def plan(root: Path, name: str, tasks: list[dict], strategy: str, now: float | N
         "routing_strategy": strategy, "backlog_key": f"job:{job_id}:backlog",
         "output": {"results_path": RESULTS, "logs_path": EXEC_LOG},
         "execution": {"started_at": None, "completed_at": None, "tasks_dispatched": 0, "tasks_completed": 0,
-                      "tasks_failed": 0, "run": 0},
+                      "tasks_failed": 0},
     })  # fmt: skip
     return package
 
@@ -175,19 +175,31 @@ def item_id(job_id: str, task_id: str, run: int) -> str:
     return model.check_id(f"{job_id}-{task_id}{suffix}")
 
 
+def current_run(items: list[Item], job_id: str) -> int:
+    """Which run of a work order the queue holds: 1, or the highest ``.rN`` among its rows (0: none yet)."""
+    runs = [_run_of(item.id, job_id) for item in items if item.job == job_id]
+    return max(runs, default=0)
+
+
+def _run_of(item_id: str, job_id: str) -> int:
+    match = re.fullmatch(re.escape(job_id) + r"-.+?(?:\.r(\d+))?", item_id)
+    return int(match.group(1) or 1) if match else 1
+
+
 def dispatch(store: Store, package: Package, *, replay: bool = False, actor: str = "orch@dispatch") -> tuple[int, int]:
     """Add a queue row per task; (added, already there). ``replay`` starts run n+1 with new rows."""
     with package.locked():
         order = package.read_order()
-        run = int(order.get("execution", {}).get("run") or 0)
+        items = store.items()
+        run = current_run(items, package.job_id)
         run = run + 1 if replay or run == 0 else run
-        known = {item.id.lower() for item in store.items()}
+        known = {item.id.lower() for item in items}
         rows = [_row(package.job_id, task, run) for task in package.tasks()]
         new = [row for row in rows if row.id.lower() not in known]
         if new:
             store.add(new, actor=actor)
-        order.setdefault("execution", {})["run"] = run
-        order["status"] = "pending" if new else order.get("status", "pending")
+            order["status"] = "pending"
+            order["execution"].update(started_at=None, completed_at=None)  # a fresh run
         package.write_order(order)
     refresh_counters(store, package)
     return len(new), len(rows) - len(new)
@@ -208,7 +220,8 @@ def task_prompt(root: Path, item: Item) -> str | None:
     if not package.manifest.exists():
         return None
     for task in package.tasks():
-        if item.id.split(".r")[0] == f"{item.job}-{task['id']}":
+        base = f"{item.job}-{task['id']}"
+        if item.id == base or re.fullmatch(re.escape(base) + r"\.r\d+", item.id):
             return str(task["prompt"])
     return None
 
@@ -217,7 +230,10 @@ def task_prompt(root: Path, item: Item) -> str | None:
 
 
 def job_items(store: Store, job_id: str) -> list[Item]:
-    return [item for item in store.items() if item.job == job_id]
+    """The rows of the work order's current run (a replay's rows, once it has them)."""
+    items = [item for item in store.items() if item.job == job_id]
+    run = max((_run_of(item.id, job_id) for item in items), default=0)
+    return [item for item in items if _run_of(item.id, job_id) == run]
 
 
 def refresh_counters(store: Store, package: Package, *, write: bool = True) -> dict:

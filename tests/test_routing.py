@@ -159,13 +159,11 @@ def test_the_first_pool_is_local_when_none_is_named_local():
     assert [start(router, 0.0) for _ in range(3)] == ["metal", "api", None]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a lone pool named 'cloud' is taken for local (routing.Router names[:1])")
 def test_a_lone_pool_named_cloud_is_a_cloud_pool():
     router = Router({"cloud": PoolConfig("cloud", "c", 2)}, "force_cloud")
     assert router.decide(0.0).pool == "cloud"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a budget of 0 passes config, then blocker() indexes an empty deque")
 @pytest.mark.parametrize("budget", ["requests_per_minute", "tokens_per_minute"])
 def test_a_zero_budget_pool_is_refused_or_waited_on_never_a_crash(budget):
     data = orch_yaml("force_cloud")
@@ -200,8 +198,6 @@ def test_a_paused_local_pool_spills_to_cloud():
     assert decision.pool == "cloud" and "local paused until its rate limit resets (30s)" in decision.reason
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Conductor.attach sets one on_rate_limit per agent, so the last "
-                   "pool sharing an agent wins and a 429 pauses only that pool")  # fmt: skip
 def test_a_rate_limit_on_an_agent_two_pools_share_pauses_both(tmp_path):
     data = orch_yaml("hybrid")
     data["pools"]["cloud"]["agent"] = "w"
@@ -262,7 +258,6 @@ def test_the_conductor_logs_a_wait_decision_once_per_reason(tmp_path):
     assert len(lines) == 1 and "| DECISION        | force_local: wait (local full (2/2))" in lines[0]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: with no pool to use (force_cloud, no cloud pool) run --job polls forever")
 def test_a_strategy_with_no_pool_to_use_is_refused_before_the_run(tmp_path):
     data = orch_yaml("force_cloud")
     del data["pools"]["cloud"]

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator import audit
+from orchestrator import audit, workorder
 from orchestrator.cli import cli
 from orchestrator.conductor import Conductor
 from orchestrator.config import load_config
@@ -132,7 +132,6 @@ def test_plan_count_writes_a_package_and_prints_the_seed_summary(tmp_path):
     assert all(t["prompt"].strip() and t["title"] for t in tasks)
 
 
-@pytest.mark.xfail(strict=True, reason="deviation: work_order.yaml execution holds an extra 'run' key the seed lacks")
 def test_the_work_order_execution_block_has_exactly_the_seed_fields(tmp_path):
     package = plan(job_queue(tmp_path), "--name", "exact", "--count", "1")
     assert list(package.read_order()["execution"]) == SEED_EXECUTION_KEYS
@@ -188,8 +187,6 @@ def test_plan_needs_exactly_one_source_of_tasks(tmp_path):
     assert result.exit_code == 2 and "give exactly one of --tasks FILE or --count N" in result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="bug: workorder.task_prompt matches item.id.split('.r')[0], so a task id "
-                   "holding '.r' (fix.readme) loses its full prompt; the worker sees only the title")  # fmt: skip
 def test_the_full_prompt_reaches_a_task_whose_id_holds_dot_r(tmp_path):
     from orchestrator.workorder import task_prompt
 
@@ -246,8 +243,6 @@ def test_dispatch_replay_adds_a_fresh_set_each_time(tmp_path):
     assert ids == [f"{job}-t00{k}{run}" for run in ("", ".r2", ".r3") for k in (1, 2, 3)]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: after dispatch --replay of a finished job, status reads running "
-                   "(refresh_counters sees the old DONE rows) and completed_at keeps the old run's time")  # fmt: skip
 def test_a_replayed_finished_job_is_pending_until_it_runs(tmp_path):
     queue = job_queue(tmp_path)
     package = plan(queue, "--name", "Again", "--count", "2")
@@ -255,7 +250,7 @@ def test_a_replayed_finished_job_is_pending_until_it_runs(tmp_path):
     store = MarkdownStore(queue)
     while (claim := store.claim("w1", lease=60, job=package.job_id)) is not None:
         store.complete(claim.item.id, "w1", attempt=claim.attempt)
-    assert orch(queue, "job", "status", package.job_id).exit_code == 0
+    workorder.refresh_counters(store, workorder.Package.of(tmp_path, package.job_id))  # what the runner does
     assert package.read_order()["status"] == "completed"
     orch(queue, "dispatch", "--replay", str(package.order))
     order = package.read_order()
@@ -469,8 +464,6 @@ def test_worktree_adds_in_one_repository_never_overlap(tmp_path):
     assert overlapped == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug: under pools the pool's agent overrides a task's own 'agent' "
-                   "(runner Attempt._step: route.agent or item.agent)")  # fmt: skip
 def test_a_task_that_names_its_agent_runs_on_that_agent_under_pools(tmp_path):
     flaky = {"kind": "scripted", "steps": [{"write": {"pinned.txt": "x\n"}, "on_attempt": {1: {"exit": 3}}}]}
     settings = pooled(WRITE_FILE)
@@ -574,8 +567,6 @@ def test_cleanup_removes_finished_worktrees_keeps_branches_and_refuses_to_lose_w
     assert orch(queue, "cleanup", "--job", job).stdout == "nothing to clean up\n"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: cleanup.attempts() takes .orch/worktrees/.lock (Worktrees' lock "
-                   "file since c44e4f3) for an item folder: NotADirectoryError after any run")  # fmt: skip
 def test_cleanup_after_a_run_is_not_tripped_by_the_worktree_lock_file(tmp_path):
     queue = job_repo(tmp_path, config(WRITE_FILE))
     package = plan(queue, "--name", "lockfile", "--count", "1")
@@ -619,8 +610,6 @@ def test_archive_moves_finished_packages_and_done_rows_but_keeps_a_row_still_nee
     assert checked.stdout == f"{archive_queue}: ok (2 items)\n{queue}: ok (2 items)\n"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: archive keeps a needed DONE row but archives that row's own "
-                   "dependency, so QUEUE.md no longer validates (rows_to_archive needs the closure)")  # fmt: skip
 def test_archive_keeps_every_row_an_open_row_needs_transitively(tmp_path):
     queue = job_queue(tmp_path, "| A | DONE | a | | 2020-01-01T00:00:00Z | 1 | | | | | done:1 |\n"
                                 "| B | DONE | b | | 2020-01-01T00:00:00Z | 1 | | | | A | done:1 |\n"
