@@ -77,10 +77,13 @@ class Conductor(RunHooks):
         order = refresh_counters(self.store, self.package)
         items = job_items(self.store, self.package.job_id)
         done = sum(item.status is Status.DONE for item in items)
-        failed = sum(item.status in (Status.FAILED, Status.BLOCKED) for item in items)
+        failed = sum(item.status is Status.FAILED for item in items)  # the same count as execution.tasks_failed
+        blocked = sum(item.status is Status.BLOCKED for item in items)
+        still_open = len(items) - done - failed - blocked
         self.log(audit.SYSTEM, audit.JOB_COMPLETED,
                  f"Job {self.package.job_id} finished. Success: {done}/{len(items)}, Failed: {failed}"
-                 + (f", still open: {len(items) - done - failed}" if len(items) - done - failed else "")
+                 + (f", Blocked: {blocked}" if blocked else "")
+                 + (f", still open: {still_open}" if still_open else "")
                  + f" (status {order.get('status')})")  # fmt: skip
 
     # --- routing ------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from orchestrator import audit, model
-from orchestrator.errors import BadInputError, NotFoundError
+from orchestrator.errors import BadInputError, RefusedError
 from orchestrator.locks import exclusive
 from orchestrator.model import Item, Status
 from orchestrator.store.base import Store
@@ -131,7 +131,9 @@ class Package:
         try:
             return yaml.safe_load(self.order.read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
-            raise NotFoundError(self.job_id, f"{self.folder.parent} (no {WORK_ORDER})") from None
+            raise RefusedError(
+                f"no work order '{self.job_id}': {self.order} does not exist (orch plan makes one)"
+            ) from None
 
     def write_order(self, order: dict) -> None:
         temp = self.order.with_name(f".{WORK_ORDER}.{os.getpid()}.tmp")

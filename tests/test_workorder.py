@@ -283,7 +283,8 @@ def test_job_status_prints_the_seed_block_while_running(tmp_path):
 def test_job_status_of_an_unknown_job_is_refused_naming_it(tmp_path):
     result = orch(job_queue(tmp_path), "job", "status", "nope")
     assert result.exit_code == 1 and result.stdout == ""
-    assert result.stderr.startswith("error: ") and "nope" in result.stderr
+    order = tmp_path / "jobs" / "nope" / "work_order.yaml"
+    assert result.stderr == f"error: no work order 'nope': {order} does not exist (orch plan makes one)\n"
 
 
 def seed_block(package: Package, name: str, status: str, dispatched: int, backlog: int, completed: int,
