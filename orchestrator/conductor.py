@@ -3,7 +3,10 @@
 It hooks into the Runner: before each claim it asks the Router for a pool (or
 says wait), and it writes every movement to the job's ``execution.log``,
 each finished task to ``results.jsonl``, and keeps ``work_order.yaml``'s
-counters in step with the queue.
+counters in step with the queue: recomputed from it on a thread of their own
+after attempts end (at most every ``COUNTERS_EVERY`` seconds, since each
+recount reads the whole queue) and once more when the run ends. ``orch job
+status`` counts from the queue itself, so it is exact at any moment.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 from orchestrator import audit
 from orchestrator import manifest as states
 from orchestrator.config import STRATEGY_ALIASES, Config
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, OrchError
 from orchestrator.model import Claim, Item, Status
 from orchestrator.routing import Router
 from orchestrator.runner import Outcome, Route, RunHooks
@@ -22,6 +25,8 @@ from orchestrator.store.base import Store
 from orchestrator.verdict import Verdict
 from orchestrator.workorder import Package, append_result, job_items, local_now, refresh_counters
 
+COUNTERS_EVERY = 0.5  # seconds: how far work_order.yaml's counters may lag the queue while a run goes
+COUNTERS_JOIN = 60.0
 END_EVENTS = {states.SUCCESS: audit.COMPLETED, states.CANCELED: audit.CANCELED,
               states.INTERVENTION_REQUIRED: audit.INTERVENTION, states.FAILED: audit.FAILED}  # fmt: skip
 
@@ -41,6 +46,10 @@ class Conductor(RunHooks):
             )
         self.lock = threading.Lock()
         self.last_wait_reason = ""
+        self.backlog_key = str(package.read_order().get("backlog_key", f"job:{package.job_id}:backlog"))
+        self._recount = threading.Event()  # an attempt ended: the counters may have changed
+        self._closing = threading.Event()
+        self._counter: threading.Thread | None = None
 
     def attach(self, runner) -> None:
         """Let each pool's HTTP agent pause its pool when the server rate-limits it."""
@@ -58,8 +67,6 @@ class Conductor(RunHooks):
 
     def run_started(self) -> None:
         backlog = sum(item.status is Status.PENDING for item in job_items(self.store, self.package.job_id))
-        order = self.package.read_order()
-        key = order.get("backlog_key", f"job:{self.package.job_id}:backlog")
         with self.package.locked():
             order = self.package.read_order()
             order["status"] = "running"
@@ -67,13 +74,19 @@ class Conductor(RunHooks):
             order["execution"]["completed_at"] = None
             self.package.write_order(order)
         self.log(
-            audit.SYSTEM, audit.JOB_STARTED, f"Job {self.package.job_id} started. {backlog} tasks in backlog: {key}"
-        )
+            audit.SYSTEM, audit.JOB_STARTED,
+            f"Job {self.package.job_id} started. {backlog} tasks in backlog: {self.backlog_key}",
+        )  # fmt: skip
         pools = ", ".join(f"{p.name} (agent {p.agent}, capacity {p.capacity})" for p in self.config.pools.values())
         self.log(audit.SYSTEM, audit.DECISION, f"Conductor started with strategy: {self.strategy}"
                  + (f"; pools: {pools}" if pools else "; no pools: every task uses the worker agent"))  # fmt: skip
+        self._closing.clear()
+        self._recount.clear()
+        self._counter = threading.Thread(target=self._keep_counters, name="orch-counters", daemon=True)
+        self._counter.start()
 
     def run_finished(self, outcomes: list[Outcome]) -> None:
+        self.run_stopped()
         order = refresh_counters(self.store, self.package)
         items = job_items(self.store, self.package.job_id)
         done = sum(item.status is Status.DONE for item in items)
@@ -89,31 +102,34 @@ class Conductor(RunHooks):
     # --- routing ------------------------------------------------------------------------
 
     def route(self, now: float) -> Route:
+        """The pool for the next claim, reserved in it (runner threads route and claim concurrently)."""
         if self.router is None:
             return Route(reason="no pools: the worker agent")
         with self.lock:
             decision = self.router.decide(now)
+            if decision.pool is not None:
+                self.router.started(decision.pool, now)  # given back by unclaimed() if the claim finds nothing
+            logged, self.last_wait_reason = self.last_wait_reason, decision.reason if decision.pool is None else ""
         if decision.pool is None:
-            if decision.reason != self.last_wait_reason:
+            if decision.reason != logged:
                 self.log(audit.SYSTEM, audit.DECISION, decision.reason)
-                self.last_wait_reason = decision.reason
             return Route(reason=decision.reason, wait=decision.wait or 0.5)
-        self.last_wait_reason = ""
         pool = self.config.pools[decision.pool]
-        return Route(agent=pool.agent, pool=pool.name, reason=decision.reason)
+        return Route(agent=pool.agent, pool=pool.name, reason=decision.reason, at=now)
 
-    def claimed(self, claim: Claim, route: Route) -> None:
+    def unclaimed(self, route: Route) -> None:
         if self.router is not None and route.pool:
             with self.lock:
-                self.router.started(route.pool, time.time())
-        order = self.package.read_order()
-        self.log(claim.item.id, audit.PULLED, f"Pulled from {order.get('backlog_key')} (attempt {claim.attempt})")
+                self.router.unstarted(route.pool, route.at)
+
+    def claimed(self, claim: Claim, route: Route) -> None:
+        self.log(claim.item.id, audit.PULLED, f"Pulled from {self.backlog_key} (attempt {claim.attempt})")
         target = f"pool {route.pool} (agent {route.agent})" if route.pool else f"agent {self.config.worker}"
         self.log(claim.item.id, audit.ROUTED, f"Routed to {target} ({route.reason})")
         self.log(
             claim.item.id, audit.STARTED, f"attempt {claim.attempt} on branch orch/{claim.item.id}/{claim.attempt}"
         )
-        refresh_counters(self.store, self.package)
+        # A claim changes no counter: run_started already made the order "running".
 
     def pause(self, pool: str, seconds: float) -> None:
         """A pool's agent was rate limited: route nothing to it until the reset."""
@@ -142,7 +158,35 @@ class Conductor(RunHooks):
         self.log(outcome.item_id, event, detail)
         if item is not None and not retried and outcome.state != states.CANCELED:
             append_result(self.package, _result(outcome, item, route))
-        refresh_counters(self.store, self.package)
+        if self._counter is None:  # hooked in without run_started (a test stepping it): count now
+            refresh_counters(self.store, self.package)
+        else:
+            self._recount.set()
+
+    # --- counters -----------------------------------------------------------------------
+
+    def _keep_counters(self) -> None:
+        """Recount after attempts end, at most every ``COUNTERS_EVERY`` seconds, until the run stops."""
+        while True:
+            self._recount.wait(COUNTERS_EVERY)
+            if self._closing.is_set():
+                return
+            if not self._recount.is_set():
+                continue
+            self._recount.clear()
+            try:
+                refresh_counters(self.store, self.package)
+            except OrchError:  # the queue is busy or unreachable for now: the next end or the run's end recounts
+                self._recount.set()
+            self._closing.wait(COUNTERS_EVERY)
+
+    def run_stopped(self) -> None:
+        """The run loop ended, however: stop the counting thread (run_finished, if called, recounts)."""
+        counter, self._counter = self._counter, None
+        if counter is not None:
+            self._closing.set()
+            self._recount.set()  # wake it now
+            counter.join(COUNTERS_JOIN)  # a recount stuck on a busy queue only delays the run's end
 
 
 def _result(outcome: Outcome, item: Item, route: Route) -> dict:

@@ -116,6 +116,13 @@ class Router:
         pool.running += 1
         pool.requests.append(now)
 
+    def unstarted(self, name: str, at: float) -> None:
+        """Take back a ``started(name, at)`` whose claim found nothing: its place and its request."""
+        pool = self.pools[name]
+        pool.running = max(0, pool.running - 1)
+        if at in pool.requests:
+            pool.requests.remove(at)
+
     def finished(self, name: str, now: float, tokens: int = 0) -> None:
         pool = self.pools[name]
         pool.running = max(0, pool.running - 1)

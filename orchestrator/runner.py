@@ -3,7 +3,11 @@
 ``Runner.tick()`` claims one runnable item and starts its attempt on a thread
 (the agents are processes; a thread only waits on them). ``Runner.run()``
 keeps up to ``workers`` attempts going until nothing is runnable (a drain, like
-rq's burst mode), or after one item with ``once``. A heartbeat thread keeps
+rq's burst mode), or after one item with ``once``. In ``run()`` a thread whose
+attempt ended claims the next item itself, so claims overlap each other and the
+running attempts (the markdown store then applies concurrent claims in one
+write) instead of queueing behind one claiming thread; the main thread fills
+slots left empty and decides when the run is over. A heartbeat thread keeps
 every lease alive and stops an attempt whose lease was lost (cancelled or
 reaped). Agents left by a runner that died are stopped at start-up.
 """
@@ -90,16 +94,21 @@ class Route:
     pool: str | None = None
     reason: str = ""
     wait: float | None = None
+    at: float = 0.0  # when it was decided (the pool's request budget counts it from then)
 
 
 class RunHooks:
     """What a conductor (work orders, routing, audit) can hook into; the defaults do nothing."""
 
     def route(self, now: float) -> Route:
+        """Where the next claim may run. A pool's place is held from here: ``ended`` frees it, or ``unclaimed``."""
         return Route()
 
     def claimed(self, claim: Claim, route: Route) -> None:
         pass
+
+    def unclaimed(self, route: Route) -> None:
+        """The claim after ``route`` found nothing (or failed): give back what ``route`` reserved."""
 
     def step(self, item: Item, attempt: int, step: int, verdict: Verdict) -> None:
         pass
@@ -109,6 +118,9 @@ class RunHooks:
 
     def run_started(self) -> None:
         pass
+
+    def run_stopped(self) -> None:
+        """The run loop ended, normally or by an error; before ``run_finished``."""
 
     def run_finished(self, outcomes: list[Outcome]) -> None:
         pass
@@ -133,8 +145,10 @@ class Runner:
         self.active: dict[str, tuple[threading.Thread, threading.Event, Claim]] = {}
         self.attempts: dict[str, Attempt] = {}  # the running ones, for live progress
         self.outcomes: list[Outcome] = []
+        self.slots = 0  # attempt threads alive (running an attempt or claiming the next)
         self._done = threading.Condition()
         self._stop = threading.Event()
+        self._follow_on = False  # run(): a thread whose attempt ended claims the next one
         self.check()
 
     # --- configuration ------------------------------------------------------------
@@ -160,32 +174,81 @@ class Runner:
 
     def tick(self, now: float | None = None) -> Claim | None:
         """Claim one runnable item and start its attempt; None if nothing is runnable (or no pool is free)."""
-        route = self.hooks.route(time.time() if now is None else now)
+        route, claim = self._claim(now)
         self.route_wait = route.wait
-        if route.wait is not None:
-            return None
-        claim = self.store.claim(self.options.owner, lease=self.config.lease, now=now,
-                                 item_id=self.options.item_id, job=self.options.job)  # fmt: skip
         if claim is None:
             return None
-        self.hooks.claimed(claim, route)
-        cancel = threading.Event()
-        attempt = Attempt(self, claim, cancel, route)
-        self.attempts[claim.item.id] = attempt
+        attempt = self._attempt(claim, route)
         thread = threading.Thread(target=self._drive, args=(attempt,), name=f"orch-{claim.item.id}", daemon=True)
-        self.active[claim.item.id] = (thread, cancel, claim)
+        with self._done:
+            self.slots += 1
+            self._track(attempt, thread)
         thread.start()
         return claim
 
+    def _claim(self, now: float | None = None) -> tuple[Route, Claim | None]:
+        """Route, then claim; a route without a claim gives its reservation back."""
+        route = self.hooks.route(time.time() if now is None else now)
+        if route.wait is not None:
+            return route, None
+        claim = None
+        try:
+            claim = self.store.claim(self.options.owner, lease=self.config.lease, now=now,
+                                     item_id=self.options.item_id, job=self.options.job)  # fmt: skip
+        finally:
+            if claim is None:
+                self.hooks.unclaimed(route)
+        if claim is not None:
+            self.hooks.claimed(claim, route)
+        return route, claim
+
+    def _attempt(self, claim: Claim, route: Route) -> Attempt:
+        return Attempt(self, claim, threading.Event(), route)
+
+    def _track(self, attempt: Attempt, thread: threading.Thread) -> None:
+        """Make the attempt visible to heartbeats, ``stop`` and progress (under ``_done``)."""
+        self.attempts[attempt.item.id] = attempt
+        self.active[attempt.item.id] = (thread, attempt.cancel, attempt.claim)
+
     def _drive(self, attempt: Attempt) -> None:
         try:
-            outcome = attempt.execute()
+            while attempt is not None:
+                try:
+                    outcome = attempt.execute()
+                finally:
+                    with self._done:
+                        self.active.pop(attempt.item.id, None)
+                        self.attempts.pop(attempt.item.id, None)
+                        self._done.notify_all()
+                self.outcomes.append(outcome)
+                attempt = self._next_attempt()
         finally:
             with self._done:
-                self.active.pop(attempt.item.id, None)
-                self.attempts.pop(attempt.item.id, None)
+                self.slots -= 1
                 self._done.notify_all()
-        self.outcomes.append(outcome)
+
+    def _next_attempt(self) -> Attempt | None:
+        """In ``run()``: claim the next item on this thread; None when there is none now (the main loop decides)."""
+        if not self._follow_on or self._stop.is_set():
+            return None
+        try:
+            route, claim = self._claim()
+        except OrchError:  # busy or unreachable for now: the main loop's next claim will say so
+            return None
+        if claim is None:
+            return None
+        attempt = self._attempt(claim, route)
+        with self._done:
+            if not self._stop.is_set():  # stop() cancels what is tracked, under _done: nothing slips past it
+                self._track(attempt, threading.current_thread())
+                return attempt
+        try:  # the run is stopping: give the item back unstarted
+            self.store.release(claim.item.id, self.options.owner, attempt=claim.attempt)
+        except OrchError:
+            pass
+        self.hooks.ended(Outcome(claim.item.id, claim.attempt, states.CANCELED, "released", 0, attempt.manifest.path),
+                         None, route)  # fmt: skip
+        return None
 
     def run(self) -> list[Outcome]:
         """Run until nothing is runnable (or one item with ``once``); returns every outcome."""
@@ -195,10 +258,13 @@ class Runner:
         beat = threading.Thread(target=self._heartbeats, name="orch-heartbeat", daemon=True)
         beat.start()
         self.hooks.run_started()
+        self._follow_on = not self.options.once
         try:
             self._loop()
         finally:
+            self._follow_on = False
             self._stop.set()
+            self.hooks.run_stopped()
         self.hooks.run_finished(self.outcomes)
         return self.outcomes
 
@@ -216,11 +282,11 @@ class Runner:
 
     def _turn(self, started: list[int]) -> bool:
         """One turn of the loop; True when the run is over."""
-        while len(self.active) < self.options.workers and not (self.options.once and started[0]):
+        while self.slots < self.options.workers and not (self.options.once and started[0]):
             if self.tick() is None:
                 break
             started[0] += 1
-        if not self.active:
+        if not self.slots:
             if self.options.once and started[0]:
                 return True
             if self.route_wait is not None and self._pending_runnable():
@@ -277,11 +343,13 @@ class Runner:
     def stop(self, wait: float | None = None) -> None:
         """Ask the run to end: running attempts are cancelled and released (within ``wait`` seconds, if given)."""
         self._stop.set()
-        for _, cancel, _ in list(self.active.values()):
+        with self._done:
+            running = list(self.active.values())
+        for _, cancel, _ in running:
             cancel.set()
         if wait is not None:
             deadline = time.monotonic() + wait
-            for thread, _, _ in list(self.active.values()):
+            for thread, _, _ in running:
                 thread.join(max(0.0, deadline - time.monotonic()))
 
     def _heartbeats(self) -> None:
@@ -314,6 +382,7 @@ class Attempt:
         self.deadline = time.monotonic() + (self.options.job_timeout or self.config.job_timeout)
         self.worktree: Worktree | None = None
         self.steps = 0
+        self.final: Item | None = None  # the row as the store call that ended the attempt returned it
 
     def say(self, message: str) -> None:
         self.runner.report(f"{self.item.id} {message}")
@@ -338,7 +407,7 @@ class Attempt:
                           _shown(self.manifest.path), self.worktree.branch if self.worktree else "",
                           time.monotonic() - self.started, self.manifest.usage,
                           self.manifest.steps[-1].get("commit", "") if self.manifest.steps else "")  # fmt: skip
-        self.runner.hooks.ended(outcome, self._item_now(), self.route)
+        self.runner.hooks.ended(outcome, self.final or self._item_now(), self.route)
         return outcome
 
     def _item_now(self) -> Item | None:
@@ -369,6 +438,8 @@ class Attempt:
 
     def _step(self, step: int, feedback: str) -> Verdict:
         worker_name = self.item.agent or self.route.agent or self.config.worker  # a task's own agent wins
+        if step > 1:
+            self._check_still_ours()  # the last supervisor may have been judged without asking the store
         record: dict = {"step": step, "started": time.time()}
         try:
             worker_prompt = prompts.worker_prompt(self.item, step, feedback, self.details)
@@ -423,6 +494,7 @@ class Attempt:
             self.item.id, self.claim.attempt, step, role, prompt, self.worktree.path, min(spec_timeout, left),
             prompt_file, folder / f"{role}.log", self._verdict_file(step), self.cancel,
         )  # fmt: skip
+        result = None
         try:
             result = agent.step(request)
         except AgentTimeoutError as error:
@@ -431,7 +503,10 @@ class Attempt:
                                         self._job_timeout()) from error  # fmt: skip
             raise
         finally:
-            self._check_still_ours()
+            # Before the supervisor runs, ask the store whether the item is still ours. After a supervisor
+            # that exited cleanly the store call that ends the attempt is fenced anyway (a cancelled item
+            # ends CANCELED there), and a next step asks first; one that died may have been a cancel.
+            self._check_still_ours(ask_store=role == "worker" or result is None or result.exit_code != 0)
         return result
 
     def _stderr_tail(self, step: int, role: str) -> str:
@@ -441,10 +516,12 @@ class Attempt:
     def _job_timeout(self) -> float:
         return self.options.job_timeout or self.config.job_timeout
 
-    def _check_still_ours(self) -> None:
+    def _check_still_ours(self, ask_store: bool = True) -> None:
         """Raise ``AgentCancelledError`` if an operator or the reaper took the item away."""
         if self.cancel.is_set():
             raise AgentCancelledError("cancelled")
+        if not ask_store:
+            return
         try:
             item = self.store.get(self.item.id)
         except OrchError:
@@ -492,12 +569,12 @@ class Attempt:
         item_id, owner, attempt = self.item.id, self.owner, self.claim.attempt
         try:
             if state == states.SUCCESS:
-                self.store.complete(item_id, owner, attempt=attempt)
+                self.final = self.store.complete(item_id, owner, attempt=attempt)
                 note = f"done:{attempt}"
             elif state == states.INTERVENTION_REQUIRED:
-                self.store.block(item_id, owner, note=note, attempt=attempt)
+                self.final = self.store.block(item_id, owner, note=note, attempt=attempt)
             else:
-                after = self.store.fail(item_id, owner, note=note, attempt=attempt, retryable=retryable)
+                after = self.final = self.store.fail(item_id, owner, note=note, attempt=attempt, retryable=retryable)
                 if after.status is Status.PENDING:
                     message += f" (retry {after.attempts + 1} after the backoff)"
                 elif note.startswith("timeout:"):
@@ -512,7 +589,7 @@ class Attempt:
     def _cancelled(self) -> str:
         if self.runner._stop.is_set():  # the runner is stopping (Ctrl-C): give the item back
             try:
-                self.store.release(self.item.id, self.owner, attempt=self.claim.attempt)
+                self.final = self.store.release(self.item.id, self.owner, attempt=self.claim.attempt)
                 self.manifest.note(states.CANCELED, "the runner stopped; the item was released")
                 self.say("released: the runner stopped")
                 return "released"
