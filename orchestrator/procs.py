@@ -9,6 +9,7 @@ pid whose start time differs is a reused pid and is never signalled.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -162,4 +163,10 @@ class ProcessRegistry:
 def this_runner() -> tuple[int, int]:
     """This process's pid and start time, recorded as the owner of the agents it starts."""
     pid = os.getpid()
-    return pid, start_time(pid) or 0
+    return pid, _own_start_time(pid)
+
+
+@functools.lru_cache(maxsize=4)
+def _own_start_time(pid: int) -> int:
+    """Read once per process (keyed by pid, so a forked child reads its own)."""
+    return start_time(pid) or 0

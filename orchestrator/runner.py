@@ -42,10 +42,22 @@ from orchestrator.procs import ProcessRegistry
 from orchestrator.store.base import Store
 from orchestrator.verdict import CONTINUE, INTERVENTION, SUCCESS, Verdict, read_verdict
 from orchestrator.workorder import task_prompt
-from orchestrator.worktree import Worktree, Worktrees, commit_all, copy_file, open_repo, resolve_base, write_json
+from orchestrator.worktree import (
+    Worktree,
+    Worktrees,
+    commit_all,
+    commit_identity,
+    copy_file,
+    maintain,
+    open_repo,
+    resolve_base,
+    stage_all,
+    write_json,
+)  # fmt: skip
 
 TRANSCRIPT_CAP = 64 * 1024
 EVIDENCE_DIR = ".orch-evidence"
+MAINTAIN_EVERY = 200  # evidence commits between checks for git's auto maintenance (and one at the end of a run)
 
 
 def default_owner() -> str:
@@ -141,6 +153,8 @@ class Runner:
         self.repo = open_repo(self.root)
         self.base = resolve_base(self.repo, config.base_ref)
         self.worktrees = Worktrees(self.repo, self.runtime, config.worktree_pool)
+        self.identity = commit_identity(self.repo)  # worktrees share the repository's config
+        self.commits = 0
         self.agents: dict[str, Agent] = {}
         self.active: dict[str, tuple[threading.Thread, threading.Event, Claim]] = {}
         self.attempts: dict[str, Attempt] = {}  # the running ones, for live progress
@@ -266,7 +280,17 @@ class Runner:
             self._stop.set()
             self.hooks.run_stopped()
         self.hooks.run_finished(self.outcomes)
+        if self.commits % MAINTAIN_EVERY:
+            maintain(self.root)
         return self.outcomes
+
+    def committed(self) -> None:
+        """An evidence commit was made; they skip git's per-commit auto maintenance, so check every so often."""
+        with self._done:
+            self.commits += 1
+            due = not self.commits % MAINTAIN_EVERY
+        if due:
+            maintain(self.root)
 
     def _loop(self) -> None:
         started = [0]
@@ -383,6 +407,7 @@ class Attempt:
         self.worktree: Worktree | None = None
         self.steps = 0
         self.final: Item | None = None  # the row as the store call that ended the attempt returned it
+        self.git_repo = None  # the worktree's GitPython repo, once it has one
 
     def say(self, message: str) -> None:
         self.runner.report(f"{self.item.id} {message}")
@@ -531,11 +556,7 @@ class Attempt:
             raise AgentCancelledError(f"the item is {item.status.value} now")
 
     def _diff_stat(self) -> str:
-        from git import Repo
-
-        repo = Repo(self.worktree.path)
-        repo.git.add("--all")
-        return repo.git.diff("--cached", "--stat", "HEAD")
+        return stage_all(self.worktree.path)
 
     def _commit(self, step: int, record: dict, word: str, reason: str) -> None:
         if self.worktree is None:
@@ -561,7 +582,12 @@ class Attempt:
                 trailers.append(f"Orch-{role.title()}-Log-Sha256: {digest}")
         body = _short(reason, 200)
         message = f"{self.item.id} step {step}: {word}\n\n" + (f"{body}\n\n" if body else "") + "\n".join(trailers)
-        record["commit"] = commit_all(self.worktree.path, message)
+        if self.git_repo is None:
+            from git import Repo
+
+            self.git_repo = Repo(self.worktree.path)
+        record["commit"] = commit_all(self.worktree.path, message, self.runner.identity, self.git_repo)
+        self.runner.committed()
         self.manifest.add_step(record)
 
     def _end(self, state: str, note: str, message: str, retryable: bool = True) -> str:

@@ -1,9 +1,12 @@
 """Git worktrees for attempts: create (or recycle from a pool), commit evidence, remove.
 
-Git is driven through GitPython's ``repo.git`` (the git CLI): its index API
-commits several times slower on big trees. Branches are ``orch/<id>/<attempt>``
-and worktrees ``.orch/worktrees/<id>/<attempt>``; ids were validated before
-they got here, so they are safe as path parts and branch names.
+Git is driven through the git CLI: GitPython's index API commits several
+times slower on big trees. The evidence path (stage, diff, commit: a few
+times a step) calls git directly, as GitPython's ``repo.git`` would, without
+its per-call overhead; the rest goes through ``repo.git``. Branches are
+``orch/<id>/<attempt>`` and worktrees ``.orch/worktrees/<id>/<attempt>``; ids
+were validated before they got here, so they are safe as path parts and
+branch names.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,21 +151,66 @@ class Worktrees:
         return True
 
 
-def commit_all(path: Path, message: str) -> str:
-    """Stage everything in the worktree and commit it (even if empty); returns the sha."""
-    from git import GitCommandError, Repo, SymbolicReference
+def git(cwd: Path, *args: str) -> str:
+    """Run ``git args`` in ``cwd`` and return its output (as ``repo.git`` does: C locale, one newline off).
 
-    repo = Repo(path)
-    identity = []
-    reader = repo.config_reader()
-    if not reader.get_value("user", "name", "") or not reader.get_value("user", "email", ""):
-        identity = ["-c", f"user.name={FALLBACK_IDENTITY[0]}", "-c", f"user.email={FALLBACK_IDENTITY[1]}"]
+    :raises AgentError: git failed, saying which command and why.
+    """
     try:
-        repo.git.add("--all")
-        repo.git.execute(["git", *identity, "commit", "--quiet", "--no-verify", "--allow-empty", "-m", message])
-    except GitCommandError as error:
-        raise _git_error(error, "commit") from None
+        done = subprocess.run(["git", *args], cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              env={**os.environb, b"LANGUAGE": b"C", b"LC_ALL": b"C"}, check=False)  # fmt: skip
+    except OSError as error:
+        raise AgentError(f"git {_command(args)} failed: {error.strerror}") from None
+    if done.returncode != 0:
+        raise AgentError(f"git {_command(args)} failed: {(done.stderr or done.stdout).strip()[:300]}")
+    return done.stdout.removesuffix("\n")
+
+
+def _command(args: tuple[str, ...]) -> str:
+    """The git command's name, past any ``-c key=value`` options."""
+    rest = list(args)
+    while rest[:1] == ["-c"]:
+        rest = rest[2:]
+    return rest[0] if rest else "git"
+
+
+def commit_identity(repo) -> tuple[str, ...]:
+    """``-c`` options naming orch as the committer when git's config names nobody (else none)."""
+    reader = repo.config_reader()
+    if reader.get_value("user", "name", "") and reader.get_value("user", "email", ""):
+        return ()
+    return ("-c", f"user.name={FALLBACK_IDENTITY[0]}", "-c", f"user.email={FALLBACK_IDENTITY[1]}")
+
+
+def stage_all(path: Path) -> str:
+    """Stage every change in the worktree; returns ``git diff --cached --stat`` against HEAD."""
+    git(path, "add", "--all")
+    return git(path, "diff", "--cached", "--stat", "HEAD")
+
+
+def commit_all(path: Path, message: str, identity: tuple[str, ...] | None = None, repo=None) -> str:
+    """Stage everything in the worktree and commit it (even if empty); returns the sha.
+
+    ``identity`` is ``commit_identity``'s answer and ``repo`` the worktree's GitPython repo, when the caller
+    keeps them (an attempt commits every step). Git's automatic maintenance is left to ``maintain``.
+    """
+    from git import Repo, SymbolicReference
+
+    repo = repo if repo is not None else Repo(path)
+    identity = commit_identity(repo) if identity is None else identity
+    git(path, "add", "--all")
+    git(path, *identity, "-c", "maintenance.auto=false", "commit", "--quiet", "--no-verify", "--allow-empty",
+        "-m", message)  # fmt: skip
     return SymbolicReference.dereference_recursive(repo, "HEAD")  # read from the ref files: no git process
+
+
+def maintain(root: Path) -> None:
+    """What ``git commit`` does after each commit (``git maintenance run --auto``), for many commits at once."""
+    try:
+        subprocess.run(["git", "maintenance", "run", "--auto", "--quiet"], cwd=root, stdin=subprocess.DEVNULL,
+                       capture_output=True, check=False)  # fmt: skip
+    except OSError:
+        pass  # housekeeping only: the commits are made
 
 
 def _branch_exists(repo, branch: str) -> bool:

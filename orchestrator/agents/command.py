@@ -54,13 +54,20 @@ def step_env(request: StepRequest, extra: dict[str, str]) -> dict[str, str]:
 
 
 def file_digest(path: Path) -> tuple[str, int]:
+    digest, size, _ = digest_and_tail(path)
+    return digest, size
+
+
+def digest_and_tail(path: Path, limit: int = TAIL_BYTES) -> tuple[str, int, str]:
+    """A log's sha256, its size and its last ``limit`` bytes decoded leniently, in one read."""
     digest = hashlib.sha256()
-    size = 0
+    size, tail = 0, b""
     with path.open("rb") as stream:
         while chunk := stream.read(1 << 16):
             digest.update(chunk)
             size += len(chunk)
-    return digest.hexdigest(), size
+            tail = (tail + chunk)[-limit:]
+    return digest.hexdigest(), size, tail.decode("utf-8", errors="replace")
 
 
 def read_tail(path: Path, limit: int = TAIL_BYTES) -> str:
@@ -171,8 +178,7 @@ class CommandAgent:
         argv = fill(self.argv, request)
         run = ProcessRun(argv, request, step_env(request, self.env), self.registry, self.grace, self.stdin)
         code = run.run()
-        digest, size = file_digest(request.log_file)
-        output = read_tail(request.log_file)
+        digest, size, output = digest_and_tail(request.log_file)
         duration = time.monotonic() - started
         if self.parse is None:
             return StepResult(output, code, duration, log_sha256=digest, log_bytes=size)
