@@ -450,6 +450,8 @@ class Attempt:
         max_steps = self.options.max_steps or self.config.max_steps
         feedback = ""
         for step in range(1, max_steps + 1):
+            if step > 1:
+                self._check_still_ours()  # the last supervisor's verdict may have been taken without asking
             self.steps = step
             verdict = self._step(step, feedback)
             if verdict.verdict == SUCCESS:
@@ -463,8 +465,6 @@ class Attempt:
 
     def _step(self, step: int, feedback: str) -> Verdict:
         worker_name = self.item.agent or self.route.agent or self.config.worker  # a task's own agent wins
-        if step > 1:
-            self._check_still_ours()  # the last supervisor may have been judged without asking the store
         record: dict = {"step": step, "started": time.time()}
         try:
             worker_prompt = prompts.worker_prompt(self.item, step, feedback, self.details)

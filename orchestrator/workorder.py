@@ -148,12 +148,11 @@ class Package:
         return [json.loads(line) for line in self.manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     def prompts(self) -> dict[str, tuple[int, str]]:
-        """Each task's item id in run 1 -> (its place in the manifest, its prompt); read once per manifest version."""
+        """Each task's item id in run 1 -> (its place in the manifest, its prompt); parsed once per content."""
         try:
-            stat = self.manifest.stat()
+            return _prompts(self.job_id, self.manifest.read_bytes())
         except FileNotFoundError:
             return {}
-        return _prompts(self.manifest, self.job_id, (stat.st_ino, stat.st_mtime_ns, stat.st_size))
 
     def locked(self):
         """Serialise updates of the work order and results between runners."""
@@ -243,10 +242,11 @@ def task_prompt(root: Path, item: Item) -> str | None:
 
 
 @functools.lru_cache(maxsize=16)
-def _prompts(manifest: Path, job_id: str, version: tuple) -> dict[str, tuple[int, str]]:
-    """A manifest's prompts by item id; ``version`` (inode, mtime, size) makes an edited manifest a new entry."""
+def _prompts(job_id: str, manifest: bytes) -> dict[str, tuple[int, str]]:
+    """A manifest's prompts by item id (each attempt asks; the JSON is parsed once, not once an attempt)."""
     found: dict[str, tuple[int, str]] = {}
-    for place, task in enumerate(Package(manifest.parent).tasks()):
+    lines = manifest.decode("utf-8").splitlines()
+    for place, task in enumerate(json.loads(line) for line in lines if line.strip()):
         found.setdefault(f"{job_id}-{task['id']}", (place, str(task["prompt"])))
     return found
 

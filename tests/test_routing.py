@@ -258,6 +258,33 @@ def test_the_conductor_logs_a_wait_decision_once_per_reason(tmp_path):
     assert len(lines) == 1 and "| DECISION        | force_local: wait (local full (2/2))" in lines[0]
 
 
+def test_a_route_holds_its_place_in_the_pool_until_its_claim_finds_nothing(tmp_path):
+    """Runner threads route and claim concurrently, so a route reserves its place (budget too) at once."""
+    data = orch_yaml("force_local")
+    data["pools"]["local"].update(capacity=1, requests_per_minute=1)
+    package = plan(tmp_path, "held", [{"id": "t1", "prompt": "p"}], "force_local")
+    conductor = Conductor(MarkdownStore(tmp_path / "QUEUE.md"), parse_config(data), package)
+    first = conductor.route(5.0)
+    assert first.pool == "local" and first.at == 5.0
+    assert conductor.route(5.0).wait is not None  # the place is taken before any claim is made
+    conductor.unclaimed(first)  # the claim found nothing: the place and the request come back
+    local = conductor.router.pools["local"]
+    assert (local.running, list(local.requests)) == (0, [])
+    assert conductor.route(6.0).pool == "local"
+
+
+def test_taking_back_a_start_frees_its_place_and_only_its_request():
+    router = Router(pools(local=2, cloud=1, requests_per_minute=5), "force_cloud")
+    router.started("cloud", 1.0)
+    router.finished("cloud", 2.0)
+    router.started("cloud", 3.0)
+    router.unstarted("cloud", 3.0)
+    cloud = router.pools["cloud"]
+    assert (cloud.running, list(cloud.requests)) == (0, [1.0])
+    router.unstarted("cloud", 9.0)  # nothing running, no such request: stays at zero
+    assert (cloud.running, list(cloud.requests)) == (0, [1.0])
+
+
 def test_a_strategy_with_no_pool_to_use_is_refused_before_the_run(tmp_path):
     data = orch_yaml("force_cloud")
     del data["pools"]["cloud"]

@@ -7,8 +7,11 @@ import json
 import pytest
 
 from orchestrator import manifest as states
+from orchestrator import operations
+from orchestrator import runner as runner_module
 from orchestrator.errors import ConfigError
 from orchestrator.model import Status
+from orchestrator.runner import RunHooks
 from tests.runs import PY, config, git, make_repo, row, runner
 
 WRITE_FILE = {"kind": "scripted", "steps": [{"write": {"out.txt": "hello\n"}, "say": "wrote out.txt"}]}
@@ -53,6 +56,35 @@ def test_supervisor_feedback_reaches_the_next_worker_prompt(tmp_path):
     assert git(tmp_path, "log", "--format=%s", "main..orch/A-1/1").splitlines() == [
         "A-1 step 2: SUCCESS", "A-1 step 1: CONTINUE",
     ]  # fmt: skip
+
+
+def test_an_item_cancelled_after_a_step_never_starts_another_worker(tmp_path):
+    again = {"kind": "scripted", "steps": [{"verdict": {"verdict": "CONTINUE", "reason": "not yet"}}]}
+    make_repo(tmp_path, [row("A-1")], config(WRITE_FILE, again, max_steps=3))
+    run = runner(tmp_path)
+
+    class CancelAfterTheStep(RunHooks):
+        def step(self, item, attempt, step, verdict):
+            operations.cancel(run.store, item.id)  # what `orch cancel` does between two agent calls
+
+    run.hooks = CancelAfterTheStep()
+    [outcome] = run.run()
+    assert (outcome.state, outcome.steps) == (states.CANCELED, 1)
+    assert not (tmp_path / ".orch/runs/A-1/1/step-02").exists()  # asked the store before the next worker
+    assert run.store.get("A-1").note_list() == ["cancelled_by_operator"]
+    assert git(tmp_path, "log", "--format=%s", "main..orch/A-1/1").splitlines() == ["A-1 step 1: CONTINUE"]
+
+
+def test_evidence_commits_leave_gits_auto_maintenance_to_the_end_of_the_run(tmp_path, monkeypatch):
+    make_repo(tmp_path, [row("A-1"), row("B-1")], config(WRITE_FILE))
+    trace, maintained = tmp_path / "git-trace.txt", []
+    monkeypatch.setenv("GIT_TRACE", str(trace))
+    monkeypatch.setattr(runner_module, "maintain", maintained.append)
+    assert [o.state for o in runner(tmp_path, workers=2).run()] == ["SUCCESS", "SUCCESS"]
+    commands = [line.split("trace: built-in: ", 1)[1] for line in trace.read_text().splitlines() if "built-in" in line]
+    assert sum(c.startswith("git commit") for c in commands) == 2
+    assert not [c for c in commands if "maintenance" in c or c.startswith("git gc")]
+    assert maintained == [tmp_path.resolve()]  # once, for both commits
 
 
 def test_intervention_blocks_the_item_with_the_reason(tmp_path):

@@ -199,6 +199,20 @@ def test_the_full_prompt_reaches_a_task_whose_id_holds_dot_r(tmp_path):
     assert task_prompt(tmp_path, item) == "Fix the README.\nAll of it."
 
 
+def test_task_prompts_follow_an_edited_manifest(tmp_path):
+    from orchestrator.workorder import task_prompt
+
+    queue = job_queue(tmp_path)
+    package = plan(queue, "--name", "edited", "--count", "2")
+    orch(queue, "dispatch", str(package.order))
+    item = MarkdownStore(queue).items()[1]
+    assert task_prompt(tmp_path, item) == "Write notes/task-2.md saying which task this is (2 of 2)."
+    tasks = package.tasks()
+    tasks[1]["prompt"] = tasks[1]["prompt"].replace("Write", "Edit ")  # same length: content, not size, counts
+    package.manifest.write_text("".join(json.dumps(task) + "\n" for task in tasks))
+    assert task_prompt(tmp_path, item) == "Edit  notes/task-2.md saying which task this is (2 of 2)."
+
+
 # --- dispatch --------------------------------------------------------------------------------
 
 
@@ -255,6 +269,16 @@ def test_a_replayed_finished_job_is_pending_until_it_runs(tmp_path):
     orch(queue, "dispatch", "--replay", str(package.order))
     order = package.read_order()
     assert (order["status"], order["execution"]["completed_at"]) == ("pending", None)
+
+
+def test_a_recount_that_changes_nothing_leaves_the_work_order_file_alone(tmp_path):
+    queue = job_queue(tmp_path)
+    package = plan(queue, "--name", "still", "--count", "2")
+    orch(queue, "dispatch", str(package.order))
+    before = (package.order.stat().st_ino, package.order.read_bytes())
+    order = workorder.refresh_counters(MarkdownStore(queue), package)
+    assert order["execution"]["tasks_dispatched"] == 2
+    assert (package.order.stat().st_ino, package.order.read_bytes()) == before  # not even replaced by a copy
 
 
 def test_dispatch_into_a_queue_without_a_job_column_is_refused(tmp_path):
@@ -478,6 +502,34 @@ def test_a_task_that_names_its_agent_runs_on_that_agent_under_pools(tmp_path):
     events = [(actor, event) for actor, event, _ in log_events(package)]
     assert ("pinned", "RETRIED") in events
     assert (tmp_path / ".orch/worktrees" / f"{package.job_id}-pinned" / "2" / "pinned.txt").exists()
+
+
+def test_threads_claiming_their_next_task_keep_every_pool_within_capacity(tmp_path):
+    """More workers than pool places: the runner's threads route and claim concurrently, never past a pool."""
+    queue = job_repo(tmp_path, pooled(WRITE_FILE))  # local 2, cloud 1
+    package = plan(queue, "--name", "crowd", "--count", "12")
+    orch(queue, "dispatch", str(package.order))
+    cfg = load_config(tmp_path)
+    store = open_store(queue=queue, policy=cfg.retry, lease=cfg.lease)
+    conductor = Conductor(store, cfg, package)
+    seen, started = [], conductor.router.started
+
+    def counted_start(name, now):
+        started(name, now)
+        seen.append({pool: state.running for pool, state in conductor.router.pools.items()})
+
+    conductor.router.started = counted_start
+    runner = Runner(store, cfg, tmp_path, RunOptions(workers=6, job=package.job_id, grace=1.0), lambda line: None,
+                    conductor)  # fmt: skip
+    outcomes = runner.run()
+    assert sorted(o.item_id for o in outcomes) == [f"{package.job_id}-t{k:03d}" for k in range(1, 13)]
+    assert all(o.state == "SUCCESS" and o.attempt == 1 for o in outcomes)
+    # every start: the 12 claims, and routes whose claim found nothing (those gave their place back)
+    assert len(seen) >= 12 and all(s["local"] <= 2 and s["cloud"] <= 1 for s in seen), seen
+    assert all(state.running == 0 for state in conductor.router.pools.values())
+    assert not any(t.name == "orch-counters" for t in threading.enumerate())  # the recount thread is gone
+    execution = package.read_order()["execution"]
+    assert (execution["tasks_dispatched"], execution["tasks_completed"]) == (12, 12)
 
 
 # --- execution.log under concurrent writers ---------------------------------------------------
