@@ -237,35 +237,34 @@ def patched(owner, name: str, value):
 
 
 PHASES = (
-    ("runner", "Runner", "tick", "main: Runner.tick (route+claim+claimed+Attempt init)"),
-    ("conductor", "Conductor", "route", "main: Conductor.route"),
-    ("markdown", "MarkdownStore", "claim", "main: store.claim"),
-    ("sqlite", "SqliteStore", "claim", "main: store.claim"),
-    ("conductor", "Conductor", "claimed", "main: Conductor.claimed (3 log lines, counters)"),
-    ("runner", "Attempt", "__init__", "main: Attempt.__init__ (task_prompt)"),
+    ("runner", "Runner", "_claim", "any: Runner._claim (route + claim + claimed)"),
+    ("conductor", "Conductor", "route", "any: Conductor.route"),
+    ("markdown", "MarkdownStore", "claim", "any: store.claim"),
+    ("sqlite", "SqliteStore", "claim", "any: store.claim"),
+    ("conductor", "Conductor", "claimed", "any: Conductor.claimed (3 log lines)"),
+    ("runner", "Attempt", "__init__", "any: Attempt.__init__ (task_prompt)"),
     ("worktree", "Worktrees", "create", "attempt: git worktree add"),
     ("command", "CommandAgent", "step", "attempt: agent step (worker+supervisor)"),
+    ("runner", "Attempt", "_check_still_ours", "attempt: still ours? (store read after the worker)"),
     ("runner", "Attempt", "_diff_stat", "attempt: git add + diff --stat"),
     ("runner", "Attempt", "_commit", "attempt: evidence copy + commit"),
     ("markdown", "MarkdownStore", "complete", "attempt: store.complete"),
     ("sqlite", "SqliteStore", "complete", "attempt: store.complete"),
-    ("conductor", "Conductor", "ended", "attempt: Conductor.ended (result, counters)"),
+    ("conductor", "Conductor", "ended", "attempt: Conductor.ended (result line)"),
     ("conductor", "Conductor", "step", "attempt: Conductor.step (log line)"),
     ("manifest", "JobManifest", "write", "attempt: job_manifest.json writes"),
-    ("conductor", "", "refresh_counters", "any: refresh_counters (queue read, yaml)"),
+    ("conductor", "", "refresh_counters", "counter thread: refresh_counters (queue read, yaml)"),
 )
 
 
 def in_process(root: Path, backend: str, tasks: int, workers: int, kind: str, *, phases: bool = False,
-               cprofile: bool = False, fast_lock: bool = False, lean_claim: bool = False) -> dict:  # fmt: skip
+               cprofile: bool = False, serial_claims: bool = False) -> dict:  # fmt: skip
     """One run through the library (Runner + Conductor); what-if switches patch this process only."""
     import cProfile
     import importlib
     import threading
 
     sys.path.insert(0, str(ROOT))
-    import filelock
-
     from orchestrator import workorder
     from orchestrator.conductor import Conductor
     from orchestrator.config import load_config
@@ -281,7 +280,6 @@ def in_process(root: Path, backend: str, tasks: int, workers: int, kind: str, *,
     times: dict[str, list[float]] = {}
     profiles: list = []
     lock = threading.Lock()
-    claiming = threading.local()
 
     def timing(original, label: str):
         def wrapper(*args, **kwargs):
@@ -299,29 +297,8 @@ def in_process(root: Path, backend: str, tasks: int, workers: int, kind: str, *,
             for module, cls, name, label in PHASES:
                 owner = getattr(modules[module], cls) if cls else modules[module]
                 stack.enter_context(patched(owner, name, timing(getattr(owner, name), label)))
-        if fast_lock:  # what if the markdown store's file lock waited 1 ms between tries, not filelock's 50 ms
-            acquire = filelock.FileLock.acquire
-
-            def quick_acquire(self, timeout=None, poll_interval=None, **kwargs):
-                return acquire(self, timeout, 0.001 if poll_interval is None else poll_interval, **kwargs)
-
-            stack.enter_context(patched(filelock.FileLock, "acquire", quick_acquire))
-        if lean_claim:  # what if a claim did not recompute the work order's counters (ended and the end still do)
-            counters = modules["conductor"].refresh_counters
-            claimed = Conductor.claimed
-
-            def maybe_counters(store, package):
-                return {} if getattr(claiming, "on", False) else counters(store, package)
-
-            def lean_claimed(self, claim, route):
-                claiming.on = True
-                try:
-                    return claimed(self, claim, route)
-                finally:
-                    claiming.on = False
-
-            stack.enter_context(patched(modules["conductor"], "refresh_counters", maybe_counters))
-            stack.enter_context(patched(Conductor, "claimed", lean_claimed))
+        if serial_claims:  # what if only the main thread claimed (as before claims overlapped)
+            stack.enter_context(patched(Runner, "_next_attempt", lambda self: None))
         if cprofile:
             drive = Runner._drive
 
@@ -380,8 +357,8 @@ def profile(root: Path, tasks: int, workers: int, kind: str, runs: int) -> None:
     print(f"what-ifs, in process, {tasks} tasks, {workers} workers, median of {runs} interleaved runs each "
           "(base: worktree add + commit, 5 samples in each run's repo after the run):")  # fmt: skip
     print(f"{'variant':<34} | {'wall s':>7} | {'tasks/s':>7} | {'overhead ms':>11} | {'base ms':>7} | overhead/base")
-    variants = (("markdown", {}), ("markdown", {"fast_lock": True}), ("markdown", {"fast_lock": True,
-                "lean_claim": True}), ("sqlite", {}), ("sqlite", {"lean_claim": True}))  # fmt: skip
+    variants = (("markdown", {}), ("markdown", {"serial_claims": True}), ("sqlite", {}),
+                ("sqlite", {"serial_claims": True}))  # fmt: skip
     found: list[list[dict]] = [[] for _ in variants]
     for _ in range(runs):
         for samples, (backend, switches) in zip(found, variants, strict=True):

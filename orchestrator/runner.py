@@ -254,6 +254,7 @@ class Runner:
         attempt = self._attempt(claim, route)
         with self._done:
             if not self._stop.is_set():  # stop() cancels what is tracked, under _done: nothing slips past it
+                threading.current_thread().name = f"orch-{claim.item.id}"
                 self._track(attempt, threading.current_thread())
                 return attempt
         try:  # the run is stopping: give the item back unstarted

@@ -75,6 +75,22 @@ def test_an_item_cancelled_after_a_step_never_starts_another_worker(tmp_path):
     assert git(tmp_path, "log", "--format=%s", "main..orch/A-1/1").splitlines() == ["A-1 step 1: CONTINUE"]
 
 
+def test_an_item_cancelled_while_its_supervisor_runs_ends_cancelled_with_the_step_committed(tmp_path):
+    # The supervisor approves, but an operator cancelled the item meanwhile (from another process).
+    cancel = ("import os, sys; from pathlib import Path; from orchestrator import operations; "
+              "from orchestrator.store.markdown import MarkdownStore; "
+              "operations.cancel(MarkdownStore(Path(sys.argv[1])), os.environ['ORCH_ID'])")  # fmt: skip
+    supervisor = {"kind": "command", "argv": [PY, "-c", cancel, str(tmp_path / "QUEUE.md")]}
+    make_repo(tmp_path, [row("A-1")], config(WRITE_FILE, supervisor))
+    run = runner(tmp_path)
+    [outcome] = run.run()
+    assert (outcome.state, outcome.steps) == (states.CANCELED, 1)  # the completion was fenced off
+    assert run.store.get("A-1").note_list() == ["cancelled_by_operator"]
+    data = json.loads((tmp_path / ".orch/runs/A-1/1/job_manifest.json").read_text())
+    assert data["state"] == "CANCELED" and len(data["steps"]) == 1
+    assert git(tmp_path, "log", "--format=%s", "main..orch/A-1/1").splitlines() == ["A-1 step 1: SUCCESS"]
+
+
 def test_evidence_commits_leave_gits_auto_maintenance_to_the_end_of_the_run(tmp_path, monkeypatch):
     make_repo(tmp_path, [row("A-1"), row("B-1")], config(WRITE_FILE))
     trace, maintained = tmp_path / "git-trace.txt", []
