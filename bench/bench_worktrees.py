@@ -39,10 +39,11 @@ of the group before (a 5,000-file worktree is ~13 MB) are not flushed under
 the next one. The commit comes right after its add, as the orch step comes
 shortly after its worktree was made. It also prints where the time of the
 orch figures goes: claim, worktree creation, the rest, and every git command
-run (``git.cmd.Git.execute`` wrapped) before the worker starts and inside
-``_commit``; and, for context, ``_diff_stat`` (``git add --all`` + ``git diff
---cached --stat`` for the supervisor's prompt), which each step also runs
-before the supervisor and which is not part of the target's ``_commit``.
+run (``git.cmd.Git.execute`` and ``orchestrator.worktree.git`` wrapped)
+before the worker starts and inside ``_commit``; and, for context,
+``_diff_stat`` (``git add --all`` + ``git diff --cached --stat`` for the
+supervisor's prompt), which each step also runs before the supervisor and
+which is not part of the target's ``_commit``.
 
 It first checks that ``worktree_pool`` works on a small repo (the second of
 two attempts must reuse the first one's worktree) and aborts with git's error
@@ -83,6 +84,7 @@ import git.cmd  # noqa: E402
 
 import orchestrator.agents.command as command_module  # noqa: E402
 from orchestrator import runner as runner_module  # noqa: E402
+from orchestrator import worktree as worktree_module  # noqa: E402
 from orchestrator.config import load_config  # noqa: E402
 from orchestrator.runner import Attempt, Runner, RunOptions  # noqa: E402
 from orchestrator.store.markdown import MarkdownStore  # noqa: E402
@@ -274,22 +276,30 @@ def instrument() -> None:
     command_module.subprocess = shim
 
     real_execute = git.cmd.Git.execute
+    real_git = worktree_module.git  # the evidence path calls git directly, not through GitPython
 
-    def execute(self, command, *args, **kwargs):
+    def timed(command, call):
         phase = PROBE.phase
         if phase is None:
-            return real_execute(self, command, *args, **kwargs)
+            return call()
         start = time.perf_counter()
         try:
-            return real_execute(self, command, *args, **kwargs)
+            return call()
         finally:
-            words = [str(word) for word in command[1:] if not str(word).startswith("-c")]
+            words = [str(word) for word in command if not str(word).startswith("-c")]
             name = next((word for word in words if not word.startswith("-") and "=" not in word), "?")
             if name == "worktree" and len(words) > 1:
                 name = f"worktree {words[words.index('worktree') + 1]}"
             PROBE.git[phase].append((name, time.perf_counter() - start))
 
+    def execute(self, command, *args, **kwargs):
+        return timed(command[1:], lambda: real_execute(self, command, *args, **kwargs))
+
+    def direct_git(cwd, *args):
+        return timed(args, lambda: real_git(cwd, *args))
+
     git.cmd.Git.execute = execute
+    worktree_module.git = direct_git
 
     real_create = Worktrees.create
     real_from_pool = Worktrees._from_pool
