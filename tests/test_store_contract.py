@@ -97,6 +97,53 @@ def test_complete_marks_done_with_the_attempt(store):
     assert done.note_list() == ["done:1", "all green"]
 
 
+def test_complete_and_claim_finishes_one_item_and_takes_the_next_in_one_step(store):
+    add(store, "a", "b")
+    store.claim("w", lease=LEASE, now=T0)
+    done, claim = store.complete_and_claim("a", "w", lease=LEASE, attempt=1, notes="all green", now=T0 + 1)
+    assert (done.id, done.status, done.note_list()) == ("a", Status.DONE, ["done:1", "all green"])
+    assert done == store.get("a")
+    assert (claim.item.id, claim.attempt, claim.lease_until) == ("b", 1, T0 + 1 + LEASE)
+    assert claim.item == store.get("b")
+    assert (claim.item.status, claim.item.owner) == (Status.IN_PROGRESS, "w")
+    assert [(e.event, e.to_status) for e in store.events("a")][-1] == ("COMPLETED", "DONE")
+    assert [(e.event, e.to_status) for e in store.events("b")][-1] == ("CLAIMED", "IN_PROGRESS")
+    done, claim = store.complete_and_claim("b", "w", lease=LEASE, now=T0 + 2)
+    assert (done.status, claim) == (Status.DONE, None)
+
+
+def test_a_fenced_complete_and_claim_completes_and_claims_nothing(store):
+    add(store, "a", "b")
+    store.claim("w", lease=LEASE, now=T0)
+    for owner, attempt in (("w", 2), ("intruder", None)):
+        with pytest.raises(LeaseLostError):
+            store.complete_and_claim("a", owner, lease=LEASE, attempt=attempt, now=T0 + 1)
+    with pytest.raises((NotFoundError, LeaseLostError)):  # as ``complete`` says of an unknown id
+        store.complete_and_claim("nope", "w", lease=LEASE, now=T0 + 1)
+    assert (store.get("a").status, store.get("b").status) == (Status.IN_PROGRESS, Status.PENDING)
+    assert [e.event for e in store.events("b")] == ["ADDED"]
+
+
+def test_complete_and_claim_can_take_the_dependent_it_unblocks_and_keeps_to_a_job(store):
+    add(store, "base", job="j1")
+    add(store, "other")
+    add(store, "next", depends_on=("base",), job="j1")
+    store.claim("w", lease=LEASE, now=T0, job="j1")
+    done, claim = store.complete_and_claim("base", "w", lease=LEASE, attempt=1, now=T0, job="j1")
+    assert done.status is Status.DONE and claim.item.id == "next"
+    assert store.get("other").status is Status.PENDING
+
+
+def test_complete_and_claim_reaps_expired_leases_before_claiming(store):
+    add(store, "a", "b")
+    store.claim("dead", lease=LEASE, now=T0)
+    store.claim("w", lease=10 * LEASE, now=T0)
+    done, claim = store.complete_and_claim("b", "w", lease=LEASE, attempt=1, now=T0 + LEASE)
+    assert claim is None  # "a" was reaped, and backs off
+    assert "lease_expired:dead" in store.get("a").notes
+    assert store.get("a").status is Status.PENDING
+
+
 def test_heartbeat_extends_the_lease_only_for_the_holder(store):
     add(store, "a")
     store.claim("w", lease=LEASE, now=T0)

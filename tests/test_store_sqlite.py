@@ -26,6 +26,36 @@ def test_schema_is_created_on_first_use_and_migrating_twice_is_a_noop(tmp_path):
     assert again == first
 
 
+def test_a_database_from_before_m004_migrates_keeping_its_items_and_events(tmp_path, monkeypatch):
+    path = tmp_path / "q.db"
+    names = [name for name, _ in MIGRATIONS]
+    old_steps = MIGRATIONS[: names.index("m004_lean_writes")]
+    monkeypatch.setattr("orchestrator.store.sqlite.MIGRATIONS", old_steps)
+    old = SqliteStore(path)
+    old.add([Item("a"), Item("b")], actor="t")
+    claim = old.claim("w", lease=30, now=T0)
+    old.complete(claim.item.id, "w", attempt=claim.attempt)
+    before = [(e.event, e.item_id) for e in old.events("a")], old.version()
+    old.close()
+    monkeypatch.undo()
+
+    store = SqliteStore(path)
+    db = sqlite3.connect(path)
+    indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"items_status", "events_item"} <= indexes
+    assert not {"items_pending", "items_leases"} & indexes
+    assert "AUTOINCREMENT" not in db.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()[0]
+    assert ([(e.event, e.item_id) for e in store.events("a")], store.version()) == before
+    claim = store.claim("w", lease=30)
+    assert store.complete(claim.item.id, "w", attempt=claim.attempt).id == "b"
+    assert store.version() > before[1]  # new events keep counting up from the old ones
+    applied = db.execute("SELECT name, applied_at FROM _orch_migrations").fetchall()
+    store.close()
+    SqliteStore(path).close()
+    assert db.execute("SELECT name, applied_at FROM _orch_migrations").fetchall() == applied
+    assert [name for name, _ in applied] == names
+
+
 def test_a_database_from_a_newer_orch_is_refused(tmp_path):
     path = tmp_path / "q.db"
     SqliteStore(path).close()

@@ -2,7 +2,7 @@
 
 Rules: add items (with dependencies, in either case, and small budgets);
 claim (the first runnable item, or one id) by a few owners; heartbeat,
-complete, fail (retryable or not), block and release by the holder (with its
+complete, complete-and-claim-the-next, fail (retryable or not), block and release by the holder (with its
 attempt or without), by a stale or future attempt, by another owner, or by
 any worker that ever held an item; cancel and replan (``operations``) and
 retry by an operator, also of a running item whose lease ran out; reap; and a
@@ -233,12 +233,20 @@ class StoreMachine(RuleBasedStateMachine):
     # --- rules: claims and the reaper -------------------------------------------------------
 
     def _claim(self, owner: str, lease: float, item_id: str | None) -> None:
+        runnable = self._runnable_after_reaping(item_id)
+        got = self.store.claim(owner, lease=lease, now=self.now, item_id=item_id)
+        event(f"claim{' one id' if item_id else ''}: {'taken' if runnable else 'nothing runnable'}")
+        self._claimed(got, runnable, owner, lease)
+
+    def _runnable_after_reaping(self, item_id: str | None) -> list[Item]:
+        """What a claim (for one id, or any) may take at ``now``: it reaps expired leases first."""
         if self._reaped():
             event("claim: reaped an expired lease first")
         runnable = [item for item in self.expected.values() if self._runnable(item)]
-        runnable = [item for item in runnable if item_id in (None, item.id)]
-        got = self.store.claim(owner, lease=lease, now=self.now, item_id=item_id)
-        event(f"claim{' one id' if item_id else ''}: {'taken' if runnable else 'nothing runnable'}")
+        return [item for item in runnable if item_id in (None, item.id)]
+
+    def _claimed(self, got, runnable: list[Item], owner: str, lease: float) -> None:
+        """The store's claim took exactly the first runnable item (or nothing, if none was)."""
         if not runnable:
             assert got is None
             return
@@ -307,6 +315,30 @@ class StoreMachine(RuleBasedStateMachine):
     def someone_else_reports(self, action: str, k: int, who: str, **options) -> None:
         """A worker with the wrong attempt or the wrong name, about any item: always fenced."""
         self._report(action, *self._caller(k, who), **options)
+
+    @rule(k=indexes, who=st.sampled_from(["holder", "holder", "holder, no attempt", "stale attempt", "another owner"]),
+          lease=leases, notes=st.sampled_from(["", "all green"]))  # fmt: skip
+    def a_worker_completes_and_claims_the_next(self, k: int, who: str, lease: float, notes: str) -> None:
+        """``complete_and_claim``: the complete (fenced as ever), then a claim, as one step; refused, neither."""
+        item_id, owner, attempt = self._caller(k, who)
+        store = self.store
+
+        def call():
+            return store.complete_and_claim(item_id, owner, lease=lease, attempt=attempt, notes=notes, now=self.now)
+
+        if not self._holds(item_id, owner, attempt):
+            event("complete_and_claim: fenced")
+            self._refused(LeaseLostError, call)
+            return
+        item = self.expected[item_id]
+        done = replace(item, status=DONE, notes=_noted(_noted(item.notes, f"done:{item.attempts}"), notes)
+                       if notes else _noted(item.notes, f"done:{item.attempts}"))  # fmt: skip
+        self._moved(done, "COMPLETED")
+        runnable = self._runnable_after_reaping(None)
+        event(f"complete_and_claim: completed, then {'took one' if runnable else 'nothing runnable'}")
+        got_done, got = call()
+        assert got_done == done
+        self._claimed(got, runnable, owner, lease)
 
     @rule(k=indexes, action=actions)
     def a_past_holder_reports(self, k: int, action: str) -> None:

@@ -143,6 +143,30 @@ class Store(Protocol):
         """DONE, noted ``done:<attempt>``. :raises LeaseLostError: see ``heartbeat``."""
         ...
 
+    def complete_and_claim(
+        self,
+        item_id: str,
+        owner: str,
+        *,
+        lease: float,
+        attempt: int | None = None,
+        notes: str = "",
+        now: float | None = None,
+        job: str | None = None,
+    ) -> tuple[Item, Claim | None]:
+        """``complete`` this item, then ``claim`` the next for ``owner``, as one atomic write.
+
+        A worker's loop in one transaction (one commit, one rewrite of
+        QUEUE.md) instead of two. The complete is fenced exactly as
+        ``complete``; if it is refused nothing is claimed and nothing is
+        written. The claim sees the completion (a dependent of this item may
+        be the next) and follows ``claim``'s rules, ``job`` included.
+
+        :returns: the completed item, and the new claim or None if nothing is runnable.
+        :raises LeaseLostError: see ``heartbeat``.
+        """
+        ...
+
     def fail(
         self,
         item_id: str,

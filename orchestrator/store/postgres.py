@@ -414,9 +414,23 @@ class PostgresStore:
     def claim(self, owner: str, *, lease: float, now: float | None = None, item_id: str | None = None,
               job: str | None = None) -> Claim | None:  # fmt: skip
         """One statement: pick with SKIP LOCKED, re-check, take, and write the event."""
+        self._reap_if_due(now)
+        return self._claim_on(None, owner, lease, now, item_id, job)
+
+    def _reap_if_due(self, now: float | None) -> None:
         if now is not None or time.monotonic() - self._last_reap >= REAP_EVERY:
             self._last_reap = time.monotonic()  # a reap per claim would cost a round trip that rarely finds work
             self.reap(now)
+
+    def _fetch(self, conn, sql: str, params: dict | tuple | None = None) -> list[dict]:
+        """Rows of ``sql`` on ``conn`` (inside its transaction), or on a pooled connection when None."""
+        if conn is None:
+            return self._run(sql, params)
+        cursor = conn.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+    def _claim_on(self, conn, owner: str, lease: float, now: float | None, item_id: str | None,
+                  job: str | None) -> Claim | None:  # fmt: skip
         extra = (" AND id_key = lower(%(item_id)s)" if item_id else "") + (" AND job = %(job)s" if job else "")
         sql = f"""
             WITH clock AS (SELECT {NOW} AS t),
@@ -444,17 +458,17 @@ class PostgresStore:
         """
         params = {"now": now, "max": self.policy.max_attempts, "owner": owner, "lease": lease,
                   "item_id": item_id, "job": job}  # fmt: skip
-        rows = self._run(sql, params)
-        if not rows and self._run(REPAIR_COUNTS):  # a count left stale by a race: fixed, so look once more
-            rows = self._run(sql, params)
+        rows = self._fetch(conn, sql, params)
+        if not rows and self._fetch(conn, REPAIR_COUNTS):  # a count left stale by a race: fixed, so look once more
+            rows = self._fetch(conn, sql, params)
         if not rows:
             return None
         item = self._item(rows[0])
         return Claim(item, item.attempts, rows[0]["lease_until"])
 
-    def _lost(self, item_id: str, owner: str, attempt: int | None) -> LeaseLostError:
+    def _lost(self, item_id: str, owner: str, attempt: int | None, conn=None) -> LeaseLostError:
         """Why a fenced statement matched no row."""
-        rows = self._run("SELECT status, owner, attempts FROM items WHERE id_key = lower(%s)", (item_id,))
+        rows = self._fetch(conn, "SELECT status, owner, attempts FROM items WHERE id_key = lower(%s)", (item_id,))
         if not rows:
             return LeaseLostError(item_id, owner, "it is gone")
         row = rows[0]
@@ -481,6 +495,21 @@ class PostgresStore:
     def complete(self, item_id: str, owner: str, *, attempt: int | None = None, notes: str = "",
                  now: float | None = None) -> Item:  # fmt: skip
         """One fenced statement: DONE, note, dependents' counts, event, and a wake-up."""
+        return self._complete_on(None, item_id, owner, attempt, notes)
+
+    def complete_and_claim(self, item_id: str, owner: str, *, lease: float, attempt: int | None = None,
+                           notes: str = "", now: float | None = None,
+                           job: str | None = None) -> tuple[Item, Claim | None]:  # fmt: skip
+        """The complete's statement and the claim's in one transaction (one commit, one round of fsync)."""
+        self._reap_if_due(now)
+
+        def work(conn) -> tuple[Item, Claim | None]:
+            done = self._complete_on(conn, item_id, owner, attempt, notes)
+            return done, self._claim_on(conn, owner, lease, now, None, job)
+
+        return self._tx(work)
+
+    def _complete_on(self, conn, item_id: str, owner: str, attempt: int | None, notes: str) -> Item:
         extra = f"; {notes}" if notes.strip() else ""
         sql = f"""
             WITH done AS (
@@ -502,9 +531,9 @@ class PostgresStore:
             )
             SELECT done.*, (SELECT count(*) FROM woken) AS n FROM done
         """
-        rows = self._run(sql, {"id": item_id, "owner": owner, "attempt": attempt, "extra": extra})
+        rows = self._fetch(conn, sql, {"id": item_id, "owner": owner, "attempt": attempt, "extra": extra})
         if not rows:
-            raise self._lost(item_id, owner, attempt)
+            raise self._lost(item_id, owner, attempt, conn)
         return self._item(rows[0])
 
     def _fenced_change(self, item_id: str, owner: str, attempt: int | None, event: str,
