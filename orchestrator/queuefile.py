@@ -67,7 +67,9 @@ class QueueFile:
     item_lines: list[int] = field(default_factory=list)  # line index of each item's row
     problems: list[Problem] = field(default_factory=list)
     builder: _ItemBuilder | None = None
+    confirmed: bool = False  # mistune agreed on the table (a parse with ``confirm``)
     _items: list[Item] | None = None
+    _index: dict[str, int] | None = None
 
     @property
     def items(self) -> list[Item]:
@@ -127,12 +129,72 @@ class QueueFile:
                 gc.enable()
 
     @classmethod
-    def load(cls, path: str, data: bytes, *, confirm: bool = True) -> QueueFile:
-        """Parse and raise ``QueueFormatError`` if any house rule is broken."""
+    def load(cls, path: str, data: bytes, *, confirm: bool = True, previous: QueueFile | None = None) -> QueueFile:
+        """Parse and raise ``QueueFormatError`` if any house rule is broken.
+
+        ``previous``, a valid queue parsed earlier from this file, saves the
+        work where it can: the same bytes give it back as is, and bytes that
+        differ from it only in plain rows' cells (what orch's own writes do)
+        give a copy with just those rows read again; anything else is parsed
+        in full. Either way the result is what a full parse would give.
+        """
+        if previous is not None and previous.path == path and (previous.confirmed or not confirm):
+            if previous.data == data:
+                return previous
+            derived = previous._with_rows_from(data)
+            if derived is not None:
+                return derived
         queue = cls.parse(path, data, confirm=confirm)
         if queue.problems:
             raise QueueFormatError(queue.problems)
         return queue
+
+    def _with_rows_from(self, data: bytes) -> QueueFile | None:
+        """This queue as ``data`` holds it, if only plain rows' cells changed (same ids, same
+        dependencies) and each changed row keeps the house rules; else None, and the caller parses.
+
+        Lines outside the changed rows are the ones this queue was checked
+        with, so their verdicts stand: the table's extent (a line starting
+        with a pipe never ends it) and what mistune sees (it is shown the
+        lines before the table, the header and only the shape of the first
+        and last rows, unchanged for a plain row replacing a plain row).
+        """
+        if self.problems or self.builder is None:
+            return None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        bom = text.startswith(BOM)
+        document = mdtable.Document(text[1:] if bom else text)
+        old = self.document
+        if bom != self.bom or len(document.parts) != len(old.parts) or document.final_newline != old.final_newline:
+            return None
+        changed = [index for index, (a, b) in enumerate(zip(old.parts, document.parts, strict=True)) if a != b]
+        first = self.header_index + 2
+        if not changed or changed[0] < first or changed[-1] >= self.end_index:
+            return None
+        rows, statuses, exact = list(self.rows), list(self.status_list), set(self.exact)
+        build = self.builder
+        for index in changed:
+            k = index - first  # every body line is an item row: this queue had no problems
+            cells = _plain_cells(document.texts[index], build.width)
+            if cells is None or old.texts[index][:1] != "|":
+                return None
+            item_id, word = cells[build.id_at].strip(" \t"), cells[build.status_at].strip(" \t")
+            if item_id != self.id_list[k] or build.problem(item_id, word, cells) is not None:
+                return None
+            if build.depends and cells[build.depends[1]].strip(" \t") != self._cell(k, build.depends[1]):
+                return None
+            rows[k], statuses[k] = cells, word
+            exact.discard(k)
+        return replace(self, data=data, document=document, rows=rows, status_list=statuses, exact=exact,
+                       problems=[], _items=None)  # fmt: skip
+
+    def _cell(self, k: int, column: int) -> str:
+        """The k-th row's text in one column, decoded."""
+        cell = self.rows[k][column]
+        return cell if k in self.exact else cell.strip(" \t")
 
     @property
     def text(self) -> str:
@@ -143,7 +205,10 @@ class QueueFile:
         return mdtable.split_row(self.document.line(self.header_index))
 
     def index(self) -> dict[str, int]:
-        return {item_id: k for k, item_id in enumerate(self.ids())}
+        """Each id's row number (k); made once per queue."""
+        if self._index is None:
+            self._index = {item_id: k for k, item_id in enumerate(self.ids())}
+        return self._index
 
     def missing_columns(self, item: Item, base: Item) -> list[str]:
         """Known fields that differ from ``base`` but have no column to live in."""
@@ -202,12 +267,13 @@ class QueueFile:
         from orchestrator.errors import BadInputError
 
         problem = id_problem(item.id)
-        known = {*(key.lower() for key in where), *(new.id.lower() for new in added)}
-        for dependency in item.depends_on:
-            if dependency.lower() == item.id.lower():
-                problem = f"'{item.id}' depends on itself"
-            elif dependency.lower() not in known:
-                problem = f"'{item.id}' depends on unknown id '{dependency}'"
+        if item.depends_on:
+            known = {*(key.lower() for key in where), *(new.id.lower() for new in added)}
+            for dependency in item.depends_on:
+                if dependency.lower() == item.id.lower():
+                    problem = f"'{item.id}' depends on itself"
+                elif dependency.lower() not in known:
+                    problem = f"'{item.id}' depends on unknown id '{dependency}'"
         row = mdtable.split_row(mdtable.Line(0, 0, text, ""))
         expected = tuple(_field(item, column) for column in self.columns)
         if problem is None and (not row.bordered or row.cells != expected):
@@ -267,13 +333,15 @@ class _Parser:
         if self.problems:
             return queue
         self._items(queue, document)
-        if self.confirm and not self.problems and not _confirmed_by_mistune(document.texts, span, len(queue.columns)):
-            self.problem(
-                span.header + 1,
-                "mistune does not read this as a top-level table ending at line "
-                f"{span.end}; check the lines above it for an unclosed "
-                "code fence, list or quote, and put a blank line before and after the table",
-            )
+        if self.confirm and not self.problems:
+            queue.confirmed = _confirmed_by_mistune(document.texts, span, len(queue.columns))
+            if not queue.confirmed:
+                self.problem(
+                    span.header + 1,
+                    "mistune does not read this as a top-level table ending at line "
+                    f"{span.end}; check the lines above it for an unclosed "
+                    "code fence, list or quote, and put a blank line before and after the table",
+                )
         return queue
 
     def _decode(self) -> tuple[str | None, bool]:
@@ -340,8 +408,7 @@ class _Parser:
         if not _fast_table(queue, document):
             self._items_exact(queue, document)
         if queue.builder.depends:
-            lines = {item_id.lower(): index + 1 for item_id, index in zip(queue.id_list, queue.item_lines, strict=True)}
-            self._dependency_problems(queue, lines)
+            self._dependency_problems(queue)
 
     def _items_exact(self, queue: QueueFile, document: mdtable.Document) -> None:
         """Row by row, reporting every broken rule with its line."""
@@ -393,13 +460,20 @@ class _Parser:
             self.problem(number, f"row has {len(row.cells)} cells but the header has {width}; add or remove cells")
         return False
 
-    def _dependency_problems(self, queue: QueueFile, lines: dict[str, int]) -> None:
-        for item in queue.items:
-            for dependency in item.depends_on:
-                if dependency.lower() == item.id.lower():
-                    self.problem(lines[item.id.lower()], f"'{item.id}' depends on itself")
-                elif dependency.lower() not in lines:
-                    self.problem(lines[item.id.lower()], f"'{item.id}' depends on unknown id '{dependency}'")
+    def _dependency_problems(self, queue: QueueFile) -> None:
+        """Self and unknown dependencies; only rows with a ``depends_on`` value are looked at (usually few)."""
+        at = queue.builder.depends[1]
+        listed = [k for k, cells in enumerate(queue.rows) if cells[at] and not cells[at].isspace()]
+        if not listed:
+            return
+        known = {item_id.lower() for item_id in queue.id_list}
+        for k in listed:
+            item_id, number = queue.id_list[k], queue.item_lines[k] + 1
+            for dependency in parse_depends(queue._cell(k, at)):
+                if dependency.lower() == item_id.lower():
+                    self.problem(number, f"'{item_id}' depends on itself")
+                elif dependency.lower() not in known:
+                    self.problem(number, f"'{item_id}' depends on unknown id '{dependency}'")
 
 
 _STATUS_BY_WORD = {status.value: status for status in Status}
@@ -410,6 +484,15 @@ _STRIP = methodcaller("strip", " \t")
 _STARTS_WITH_PIPE = methodcaller("startswith", "|")
 _ENDS_WITH_PIPE = methodcaller("endswith", "|")
 _BAD_ID_END = methodcaller("endswith", (".", ".lock"))
+
+
+def _plain_cells(text: str, width: int) -> list[str] | None:
+    """A plain row's raw cells (pipes at both ends, no indent, no backslash or ``&#``), or None."""
+    if text[:1] != "|" or "\\" in text or "&#" in text or "\r" in text or "\x00" in text:
+        return None  # (a lone CR or a NUL is a problem a full parse reports)
+    body = text.rstrip(" \t")
+    cells = body[1:-1].split("|") if len(body) > 1 and body[-1] == "|" else None
+    return cells if cells is not None and len(cells) == width else None
 
 
 def _fast_table(queue: QueueFile, document: mdtable.Document) -> bool:
@@ -466,20 +549,24 @@ class _ItemBuilder:
         self.extra_slot = names.index("extra")
 
     def check(self, item_id: str, word: str, cells: list[str], number: int) -> bool:
-        """Whether a row keeps the house rules; each broken one is reported."""
+        """Whether a row keeps the house rules; a broken one is reported."""
+        problem = self.problem(item_id, word, cells)
+        if problem is not None:
+            self.report(number, problem)
+        return problem is None
+
+    def problem(self, item_id: str, word: str, cells: list[str]) -> str | None:
+        """The first house rule the row breaks (id, status, whole numbers), or None."""
         if not _FAST_ID(item_id) or ".." in item_id or item_id[-1] == "." or item_id.endswith(".lock"):
-            self.report(number, id_problem(item_id))
-            return False
+            return id_problem(item_id)
         if word not in _STATUS_BY_WORD:
             hint = " (statuses are upper case)" if word.upper() in STATUS_WORDS else ""
-            self.report(number, f"unknown status '{word}'{hint}; use one of {', '.join(STATUS_WORDS)}")
-            return False
+            return f"unknown status '{word}'{hint}; use one of {', '.join(STATUS_WORDS)}"
         for _, k, name in self.ints:
             text = cells[k].strip(" \t")
             if text and not (text.isascii() and text.isdigit()):
-                self.report(number, f"{name} '{text}' is not a whole number")
-                return False
-        return True
+                return f"{name} '{text}' is not a whole number"
+        return None
 
     def make(self, cells: list[str], exact: bool) -> Item:
         """The Item for cells that passed ``check``; ``exact`` cells are decoded already."""

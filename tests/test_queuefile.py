@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from orchestrator import mdtable
 from orchestrator.cli import cli
+from orchestrator.errors import QueueFormatError
 from orchestrator.queuefile import QueueFile
+from tests.strategies import QueueDoc, cell_text, prose, queue_docs
 
 HEAD = "| id | status | title | notes |\n| --- | --- | --- | --- |\n"
 GOOD = "| ORCH-1 | PENDING | one | |\n"
@@ -183,3 +186,98 @@ def test_the_queue_we_find_is_the_one_mistune_sees_or_we_refuse(document):
         assert [item.id for item in queue.items] == mistune_queue_ids(text)
     elif tidy and mistune_queue_ids(text) == ["q1", "q2"]:
         pytest.fail(f"refused a tidy queue: {queue.problems}")
+
+
+# --- re-reading a queue from the last one parsed ----------------------------------------------
+
+ROW_EDITS = [
+    "| {id} | DONE | {cells}",
+    "| {id} | SLEEPING | {cells}",
+    "| {id} | done | {cells}",
+    "| other-id | PENDING | {cells}",
+    "| {id} | BLOCKED | {cells} extra |",
+    "| {id} | PENDING | a \\| pipe | {cells}",
+    "| {id} | PENDING | &#124; | {cells}",
+    "  | {id} | PENDING | {cells}",
+    "    | {id} | PENDING | {cells}",
+    "| {id} | PENDING | {cells}   ",
+    "| {id} | FAILED | lone\rcr | {cells}",
+    "| {id} | FAILED | nul\x00 | {cells}",
+    "{id} | PENDING | {cells}",
+    "not a row",
+    "",
+    "| {id} | IN_PROGRESS | {cells}",
+]
+
+
+def _outcome(path: str, data: bytes, previous: QueueFile | None = None):
+    """What loading gives: the items and where they are, or the problems."""
+    try:
+        queue = QueueFile.load(path, data, previous=previous)
+    except QueueFormatError as error:
+        return str(error)
+    return [item.as_dict() for item in queue.items], queue.item_lines, queue.counts(), queue.columns
+
+
+plain_text = st.text(alphabet="abcXYZ-:;0123456789", max_size=12)
+
+
+@st.composite
+def plain_queue_docs(draw) -> QueueDoc:
+    """A queue whose cells need no escapes: the rows orch itself writes, mostly read again row by row."""
+    columns = ["id", "status", *draw(st.lists(st.sampled_from(["title", "attempts", "notes", "Priority"]),
+                                              unique=True))]  # fmt: skip
+    rows = []
+    for n in range(draw(st.integers(1, 6))):
+        row = {"id": f"T-{n}", "status": draw(st.sampled_from(["PENDING", "DONE"]))}
+        row.update({c: str(n) if c == "attempts" else draw(plain_text) for c in columns[2:]})
+        rows.append(row)
+    widths = [12] * len(columns) if draw(st.booleans()) else None
+    table = [
+        mdtable.render_row(columns, widths),
+        "|" + "|".join(" --- " for _ in columns) + "|",
+        *(mdtable.render_row([row[c] for c in columns], widths) for row in rows),
+    ]
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    lines = draw(prose()) + table + [""] + draw(prose())
+    return QueueDoc(newline.join(lines) + newline, columns, rows, newline, draw(st.booleans()))
+
+
+@settings(max_examples=400)
+@given(queue_docs(min_rows=1) | plain_queue_docs(), st.data())
+def test_a_queue_read_again_from_the_last_one_parsed_is_what_a_full_parse_gives(doc, data):
+    previous = QueueFile.load("Q.md", doc.data)
+    lines = doc.data.decode("utf-8-sig").split(doc.newline)
+    body = st.integers(previous.item_lines[0], previous.end_index - 1)
+    for _ in range(data.draw(st.integers(1, 3))):
+        anywhere = data.draw(st.sampled_from([False, False, False, True]))
+        index = data.draw(st.integers(0, len(lines) - 1) if anywhere else body)
+        kind = data.draw(st.sampled_from(["cell", "cell", "status", "template"]))
+        row = mdtable.split_row(mdtable.Line(0, 0, lines[index], ""))
+        if kind != "template" and len(row.spans) == len(doc.columns) and row.bordered:
+            # a row as orch writes it: the line with one cell's text changed
+            others = [k for k, column in enumerate(doc.columns) if column != "id"]  # a new id: see ROW_EDITS
+            k = doc.columns.index("status") if kind == "status" else data.draw(st.sampled_from(others))
+            texts = plain_text if data.draw(st.integers(0, 3)) else cell_text
+            value = data.draw(
+                st.sampled_from(["DONE", "IN_PROGRESS", "BLOCKED", "SLEEPING"]) if kind == "status" else texts
+            )
+            lines[index] = mdtable.replace_cell(row, k, value)
+        else:
+            row = doc.rows[(index - previous.item_lines[0]) % len(doc.rows)]
+            cells = " | ".join(row[c] for c in doc.columns[2:]) + " |" if len(doc.columns) > 2 else ""
+            lines[index] = data.draw(st.sampled_from(ROW_EDITS)).format(id=row["id"], cells=cells)
+    edited = (("\ufeff" if doc.bom else "") + doc.newline.join(lines)).encode("utf-8")
+    event("rows read again" if previous._with_rows_from(edited) is not None else "parsed in full")
+    assert _outcome("Q.md", edited, previous) == _outcome("Q.md", edited)
+
+
+def test_a_hand_edit_of_a_dependency_is_checked_again():
+    text = "| id | status | depends_on |\n| --- | --- | --- |\n| a | DONE | |\n| b | PENDING | a |\n"
+    previous = QueueFile.load("Q.md", text.encode())
+    for edit, problem in (("| b | PENDING | b |", "depends on itself"), ("| b | PENDING | zz |", "unknown id")):
+        with pytest.raises(QueueFormatError, match=problem):
+            QueueFile.load("Q.md", text.replace("| b | PENDING | a |", edit).encode(), previous=previous)
+    same = QueueFile.load("Q.md", text.replace("| a | DONE |", "| a | PENDING |").encode(), previous=previous)
+    assert [item.status.value for item in same.items] == ["PENDING", "PENDING"]
+    assert QueueFile.load("Q.md", text.encode(), previous=previous) is previous

@@ -259,3 +259,42 @@ def test_queued_ops_all_get_the_error_when_the_queue_is_broken(queue_file):
     with pytest.raises(Exception, match="no queue table"):
         store.claim("w", lease=30)
     assert not list((queue_file.parent / ".orch" / "spool").glob("*.req"))  # nothing left to replay later
+
+
+@pytest.mark.parametrize("how", ["in place, same size", "saved as a new file"])
+def test_a_hand_edit_between_two_claims_is_read_and_kept(tmp_path, how):
+    path = tmp_path / "QUEUE.md"
+    rows = "".join(f"| T-{n} | PENDING | task {n} |  |\n" for n in range(4))
+    path.write_text("| id | status | title | owner |\n| --- | --- | --- | --- |\n" + rows)
+    store = MarkdownStore(path)
+    assert store.claim("w", lease=30).item.id == "T-0"
+    edited = path.read_text().replace("| T-1 | PENDING | task 1 |", "| T-1 | BLOCKED | task 1 |")
+    edited = edited.replace("| T-2 | PENDING | task 2 |", "| T-2 | PENDING | task Z |")
+    assert len(edited) == len(path.read_text())  # the same size: "PENDING" and "BLOCKED", "2" and "Z"
+    if how == "in place, same size":
+        stat = path.stat()
+        with open(path, "r+", encoding="utf-8") as file:  # same inode, same size
+            file.write(edited)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and even the same mtime
+    else:
+        path.with_name("QUEUE.md.swp").write_text(edited)
+        os.replace(path.with_name("QUEUE.md.swp"), path)
+    claim = store.claim("w", lease=30)
+    assert (claim.item.id, claim.item.title) == ("T-2", "task Z")  # T-1 is BLOCKED now
+    done, nxt = store.complete_and_claim("T-2", "w", lease=30, attempt=claim.attempt)
+    assert (done.title, nxt.item.id) == ("task Z", "T-3")
+    text = path.read_text()
+    assert "| T-1 | BLOCKED | task 1 |" in text and "| T-2 | DONE | task Z | w |" in text
+
+
+def test_the_lease_book_forgets_attempts_the_queue_keeps(tmp_path):
+    path = tmp_path / "QUEUE.md"
+    rows = "".join(f"| T-{n} | PENDING | 0 | |\n" for n in range(30))
+    path.write_text("| id | status | attempts | notes |\n| --- | --- | --- | --- |\n" + rows)
+    store = MarkdownStore(path, durable=False)
+    claim = store.claim("w", lease=30)
+    while claim is not None:
+        _, claim = store.complete_and_claim(claim.item.id, "w", lease=30, attempt=claim.attempt)
+    book = json.loads((tmp_path / ".orch" / "leases.json").read_text())
+    assert book == {"attempts": {}, "held": {}}
+    assert [item.notes for item in store.items()] == ["done:1"] * 30

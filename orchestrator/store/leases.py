@@ -10,7 +10,7 @@ was lost): it is never reaped and never shown as stale; a person decides.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +42,28 @@ class LeaseBook:
         if self.held.pop(item_id, None) is not None:
             self.dirty = True
 
+    def reset(self, stored: LeaseBook) -> None:
+        """Start again from the book as stored (a write that is applied again)."""
+        self.held, self.attempts, self.dirty = stored.held, stored.attempts, False
+
+    def forget_kept(self, kept: Callable[[str], int | None]) -> None:
+        """Drop the attempt numbers the queue keeps anyway, so the book stays small.
+
+        ``kept(item_id)`` is the attempt count the item's row keeps (None: no
+        such row). An entry goes when orch holds no lease on the item and the
+        row counts at least as many attempts: the next claim's number, one
+        more than the larger of the two, is the same without it. A row that
+        says fewer (edited by hand, or a write lost in a crash) keeps its entry.
+        """
+        for item_id in [key for key in self.attempts if key not in self.held]:
+            count = kept(item_id)
+            if count is None or count >= self.attempts[item_id]:
+                del self.attempts[item_id]
+                self.dirty = True
+
     def as_json(self) -> str:
         held = {key: vars(lease) for key, lease in self.held.items()}
-        return _json().dumps({"held": held, "attempts": self.attempts}, indent=1, sort_keys=True)
+        return _json().dumps({"held": held, "attempts": self.attempts}, sort_keys=True)
 
 
 class LeaseFile:

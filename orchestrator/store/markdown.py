@@ -95,6 +95,13 @@ class Batch:
         found = _find(self.queue, item_id, where)
         return self.changed.get(found.id, found)
 
+    def attempts_kept(self, item_id: str) -> int | None:
+        """How many attempts the item's row will say it had; None if there is no such row."""
+        try:
+            return self.find(item_id, "").attempts
+        except NotFoundError:
+            return None
+
     def put(self, old: Item, new: Item, actor: str, event: str) -> Item:
         """Record a change (and its event); returns the item as its row will keep it."""
         self.changed[new.id] = new
@@ -119,7 +126,7 @@ class MarkdownStore:
         self.runtime_dir = self.path.parent / ".orch"
         self.leases = LeaseFile(self.runtime_dir)
         self.spool = Spool(self.runtime_dir / "spool")
-        self._last: QueueFile | None = None  # the last queue read, reused while the bytes match
+        self._last: QueueFile | None = None  # the last queue parsed: the next parse starts from it
 
     @property
     def display(self) -> str:
@@ -137,9 +144,12 @@ class MarkdownStore:
 
     def load(self) -> QueueFile:
         """The parsed queue, for reading; raises ``QueueFormatError`` if it breaks a house rule."""
-        data = self.read_bytes()
-        if self._last is None or self._last.data != data:
-            self._last = QueueFile.load(self.display, data, confirm=False)
+        return self._parse(self.read_bytes(), confirm=False)
+
+    def _parse(self, data: bytes, *, confirm: bool = True) -> QueueFile:
+        """``data`` parsed, starting from the last queue parsed (see ``QueueFile.load``): rows that another
+        writer or a person changed since are always read again; only bytes equal to what was checked are not."""
+        self._last = QueueFile.load(self.display, data, confirm=confirm, previous=self._last)
         return self._last
 
     def keeps(self, field_name: str) -> bool:
@@ -278,20 +288,22 @@ class MarkdownStore:
 
     def _submit(self, op: dict) -> Any:
         """Queue ``op`` and see it applied; whoever holds the lock applies every queued op in one write."""
-        return self.spool.submit({**op, "policy": vars(self.policy)}, self._lock, self._lead)
+        return self.spool.submit({**op, "policy": vars(self.policy)}, self._lock, self._lead, self._try_lock)
 
     def _lead(self, requests: list[dict]) -> list[dict]:
         """Apply a batch of queued ops with one fsynced rewrite of QUEUE.md (group commit)."""
         with self.leases.locked() as book:
-            for _ in range(MAX_REAPPLY):
+            for tries in range(MAX_REAPPLY):
                 data = self.read_bytes()
-                queue = QueueFile.load(self.display, data)
-                fresh = self.leases.read()  # a re-apply starts from the book as stored
-                book.held, book.attempts, book.dirty = fresh.held, fresh.attempts, False
+                queue = self._parse(data)
+                if tries:
+                    book.reset(self.leases.read())  # a re-apply starts from the book as stored
                 batch = Batch(queue, book, time.time())
                 answers = [self._apply(batch, op) for op in requests]
                 if not batch.changed:
                     return answers
+                if "attempts" in queue.columns:
+                    book.forget_kept(batch.attempts_kept)
                 if book.dirty:
                     self.leases.write(book)  # the lease before the row says IN_PROGRESS (see leases.py)
                 if self._replace_if_unchanged(data, queue.render(list(batch.changed.values()))):
@@ -319,11 +331,13 @@ class MarkdownStore:
         now = batch.now if op["now"] is None else op["now"]
         self._reap_in(batch, now, policy)
         wanted, job = (op["item_id"] or "").lower(), op["job"]
-        done = batch.done_ids()
+        done: set[str] | None = None  # the DONE ids, gathered only for an item with dependencies
         for item in batch.of_status(Status.PENDING):
             if (wanted and item.id.lower() != wanted) or (job and item.job != job):
                 continue
-            if model.is_runnable(item, done, now, policy, budgeted=batch.budgeted):
+            if item.depends_on and done is None:
+                done = batch.done_ids()
+            if model.is_runnable(item, done or set(), now, policy, budgeted=batch.budgeted):
                 attempt = max(item.attempts, batch.book.attempts.get(item.id, 0)) + 1
                 new = replace(model.claim(item, op["owner"], now), attempts=attempt)
                 batch.book.hold(item.id, Lease(op["owner"], attempt, now + op["lease"]))
@@ -404,12 +418,11 @@ class MarkdownStore:
         """Run ``edit`` on the current queue (and lease book) and write its result atomically."""
         with self._lock(), self.leases.locked() if leases else nullcontext() as book:
             self._sweep_temp_files()
-            for _ in range(MAX_REAPPLY):
+            for tries in range(MAX_REAPPLY):
                 data = self.read_bytes()
-                queue = QueueFile.load(self.display, data)
-                if book is not None:
-                    fresh = self.leases.read()  # a re-apply starts from the book as stored
-                    book.held, book.attempts, book.dirty = fresh.held, fresh.attempts, False
+                queue = self._parse(data)
+                if book is not None and tries:
+                    book.reset(self.leases.read())  # a re-apply starts from the book as stored
                 outcome = edit(queue, book)
                 if not outcome.changed and not outcome.added and not outcome.removed:
                     return outcome.result
@@ -435,6 +448,15 @@ class MarkdownStore:
                 f"{self.display} is locked by another orch process ({self.path}.lock) "
                 f"for more than {self.lock_timeout:g}s; try again"
             ) from None
+
+    def _try_lock(self):
+        """The queue lock if it is free now, else None (see ``Spool.submit``)."""
+        from filelock import FileLock, Timeout
+
+        try:
+            return FileLock(f"{self.path}.lock").acquire(timeout=0)
+        except Timeout:
+            return None
 
     def _replace_if_unchanged(self, expected: bytes, new_data: bytes) -> bool:
         target = self.path.resolve()  # replace the file a symlink points to, not the link
