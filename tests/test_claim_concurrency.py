@@ -51,20 +51,28 @@ CLAIMER = textwrap.dedent(
 
     DURABLE = False
     {open_store}
-    backend, path, owner = sys.argv[1:4]
+    backend, path, owner, api = sys.argv[1:5]
     store = open_store(backend, path)
     sys.stdout.write("ready\\n")
     sys.stdout.flush()
     if sys.stdin.readline() != "go\\n":
         raise SystemExit("worker: no go signal")
     completed = []
-    while (claim := store.claim(owner, lease=300)) is not None:
-        done = store.complete(claim.item.id, owner, attempt=claim.attempt)
+    claim = store.claim(owner, lease=300)
+    while claim is not None:
+        if api == "complete_and_claim":
+            done, next_claim = store.complete_and_claim(claim.item.id, owner, lease=300, attempt=claim.attempt)
+        else:
+            done = store.complete(claim.item.id, owner, attempt=claim.attempt)
+            next_claim = store.claim(owner, lease=300)
         completed.append([done.id, claim.attempt, done.status.value])
+        claim = next_claim
     sys.stdout.write(json.dumps({{"owner": owner, "completed": completed}}) + "\\n")
     """
 ).format(open_store=OPEN_STORE)
 """Claims and completes through the library until nothing is runnable; prints what it completed.
+
+``api``: ``claim then complete`` (two calls a cycle) or ``complete_and_claim`` (one call a cycle after the first).
 
 The markdown store is opened with ``durable=False``: every markdown write
 fsyncs the new file and the folder, and 1,000 fsynced rewrites by 8 processes
@@ -95,15 +103,16 @@ DOOMED = textwrap.dedent(
 # --- eight claimers at once --------------------------------------------------------
 
 
+@pytest.mark.parametrize("api", ["claim then complete", "complete_and_claim"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_eight_processes_claiming_at_once_take_each_item_exactly_once(tmp_path: Path, backend: str) -> None:
+def test_eight_processes_claiming_at_once_take_each_item_exactly_once(tmp_path: Path, backend: str, api: str) -> None:
     count = ITEMS[backend]
     store = make_store(backend, tmp_path)
     ids = [f"C-{k:05d}" for k in range(count)]
     store.add([Item(item_id, title=f"claim race {k}") for k, item_id in enumerate(ids)], actor="test")
 
     started = time.monotonic()
-    argvs = [[sys.executable, "-c", CLAIMER, backend, str(store.path), f"w{k}"] for k in range(WORKERS)]
+    argvs = [[sys.executable, "-c", CLAIMER, backend, str(store.path), f"w{k}", api] for k in range(WORKERS)]
     with started_together(argvs) as procs:
         outputs = finish(procs)
     elapsed = time.monotonic() - started
@@ -136,7 +145,8 @@ def test_eight_processes_claiming_at_once_take_each_item_exactly_once(tmp_path: 
         ], item_id
     shares = Counter(owner for owners in completed_by.values() for owner in owners)
     print(
-        f"{backend}: {count} items by {WORKERS} processes in {elapsed:.1f}s; per worker {dict(sorted(shares.items()))}"
+        f"{backend}, {api}: {count} items by {WORKERS} processes in {elapsed:.1f}s; "
+        f"per worker {dict(sorted(shares.items()))}"
     )
 
 
