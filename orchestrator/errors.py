@@ -13,13 +13,25 @@ class RefusedError(OrchError):
     """A rule refused the operation (not found, not eligible, max attempts)."""
 
 
-class NotFoundError(RefusedError):
+class AbsentError(RefusedError):
+    """What was asked for does not exist (the dashboard answers 404)."""
+
+
+class NotFoundError(AbsentError):
     """No item has this id."""
 
     def __init__(self, item_id: str, where: str = "") -> None:
         self.item_id = item_id
         suffix = f" in {where}" if where else ""
         super().__init__(f"no item with id '{item_id}'{suffix}")
+
+
+class NoWorkOrderError(AbsentError):
+    """No work order has this job id."""
+
+    def __init__(self, job_id: str, order_path) -> None:
+        self.job_id = job_id
+        super().__init__(f"no work order '{job_id}': {order_path} does not exist (orch plan makes one)")
 
 
 class NotEligibleError(RefusedError):

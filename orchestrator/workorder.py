@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from orchestrator import audit, model
-from orchestrator.errors import BadInputError, RefusedError
+from orchestrator.errors import BadInputError, NoWorkOrderError
 from orchestrator.locks import exclusive
 from orchestrator.model import Item, Status
 from orchestrator.store.base import Store
@@ -135,9 +135,7 @@ class Package:
         try:
             return yaml.load(self.order.read_text(encoding="utf-8"), Loader=YAML_LOADER) or {}
         except FileNotFoundError:
-            raise RefusedError(
-                f"no work order '{self.job_id}': {self.order} does not exist (orch plan makes one)"
-            ) from None
+            raise NoWorkOrderError(self.job_id, self.order) from None
 
     def write_order(self, order: dict) -> None:
         temp = self.order.with_name(f".{WORK_ORDER}.{os.getpid()}.tmp")

@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from orchestrator import operations
-from orchestrator.errors import BadInputError, NotFoundError, OrchError, RefusedError
+from orchestrator.errors import AbsentError, BadInputError, OrchError, RefusedError
 from orchestrator.web import pages, views
 from orchestrator.web.live import Hub, file_marks
 
@@ -145,7 +145,7 @@ class Handler(BaseHTTPRequestHandler):
             raise Refused(404, f"no page at {url.path}")
         except Refused as refusal:
             self._error(refusal.status, str(refusal))
-        except NotFoundError as error:
+        except AbsentError as error:
             self._error(404, str(error))
         except RefusedError as error:
             self._error(409, str(error))

@@ -91,7 +91,7 @@ def item(store: Store, runtime: Path, repo_root: Path, item_id: str) -> dict:
 def job(store: Store, root: Path, job_id: str) -> dict:
     """``orch job status --json``, plus its results and the execution.log tail."""
     package = workorder.Package.of(root, job_id)
-    package.read_order()  # NotFoundError (404) before status() locks a folder that is not there
+    package.read_order()  # NoWorkOrderError (404) before status() locks a folder that is not there
     state = workorder.status(store, package)
     return {**state.as_dict(), "results": results(package), "log": log_tail(package)}
 
