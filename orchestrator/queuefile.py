@@ -87,6 +87,11 @@ class QueueFile:
     def ids(self) -> list[str]:
         return self.id_list
 
+    def ids_in(self, status: Status) -> list[str]:
+        """The ids of the items in one status, without building the items."""
+        word = status.value
+        return [item_id for item_id, seen in zip(self.id_list, self.status_list, strict=True) if seen == word]
+
     def counts(self) -> dict[str, int]:
         """How many items are in each status, without building the items."""
         counts = dict.fromkeys(STATUS_WORDS, 0)

@@ -381,22 +381,22 @@ class MarkdownStore:
                          if kind != "release" else "RELEASED"))  # fmt: skip
 
     @staticmethod
-    def _lease_end(item: Item, book: LeaseBook) -> float | None:
+    def _lease_end(item_id: str, book: LeaseBook) -> float | None:
         """None for a row orch holds no lease on (set IN_PROGRESS by hand): never reaped."""
-        lease = book.held.get(item.id)
+        lease = book.held.get(item_id)
         return lease.until if lease is not None else None
 
     def lease_ends(self) -> dict[str, float | None]:
         """Every IN_PROGRESS item's lease end (None: unknown, never reaped)."""
         book = self.leases.read()
-        return {item.id: self._lease_end(item, book) for item in self.items(Status.IN_PROGRESS)}
+        return {item_id: self._lease_end(item_id, book) for item_id in self.load().ids_in(Status.IN_PROGRESS)}
 
     def lease_until(self, item_id: str) -> float | None:
         """When the item's current lease ends (None if it is not leased)."""
         item = self.get(item_id)
         if item.status is not Status.IN_PROGRESS:
             return None
-        return self._lease_end(item, self.leases.read())
+        return self._lease_end(item.id, self.leases.read())
 
     def heartbeat(self, item_id: str, owner: str, *, lease: float, attempt: int | None = None,
                   now: float | None = None) -> float:  # fmt: skip
