@@ -281,3 +281,40 @@ def test_a_hand_edit_of_a_dependency_is_checked_again():
     same = QueueFile.load("Q.md", text.replace("| a | DONE |", "| a | PENDING |").encode(), previous=previous)
     assert [item.status.value for item in same.items] == ["PENDING", "PENDING"]
     assert QueueFile.load("Q.md", text.encode(), previous=previous) is previous
+
+
+# --- the bulk read of plain rows -----------------------------------------------------------
+
+NEAR_IDS = ["T-1", "t-1", "T-2", "a.b", "ends.", "x.lock", "a..b", "_low", "é1", "A" * 64, "B" * 65, "", " T-3\t"]
+NEAR_STATUSES = ["PENDING", "DONE", " IN_PROGRESS ", "\tFAILED", "done", "SLEEPING", "", "PENDING!"]
+NEAR_NUMBERS = ["", "0", " 3 ", "12", "x", "\u0663", "-1", "1 2"]
+NEAR_DEPENDS = ["", " ", "T-1", "T-2, a.b", "nobody", "T-1,", "T-2 "]
+
+
+@st.composite
+def near_plain_tables(draw) -> bytes:
+    """Tables of rows with no escapes whose cells sit on either side of each house rule."""
+    columns = ["id", "status", *draw(st.lists(st.sampled_from(["attempts", "depends_on", "notes"]), unique=True))]
+    draw(st.randoms()).shuffle(columns)
+    values = {"id": NEAR_IDS, "status": NEAR_STATUSES, "attempts": NEAR_NUMBERS, "depends_on": NEAR_DEPENDS,
+              "notes": ["", "plain", " a:b ", "x|y"]}  # fmt: skip
+    rows = ["| " + " | ".join(draw(st.sampled_from(values[c])) for c in columns) + " |"
+            for _ in range(draw(st.integers(1, 6)))]  # fmt: skip
+    if draw(st.booleans()):
+        rows[draw(st.integers(0, len(rows) - 1))] += draw(st.sampled_from([" ", "x", "|"]))
+    head = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return ("\n".join(["# Queue", "", *head, *rows, "", "after"]) + "\n").encode()
+
+
+@settings(max_examples=400)
+@given(near_plain_tables() | queue_docs(min_rows=1).map(lambda doc: doc.data))
+def test_the_bulk_read_of_plain_rows_gives_what_the_row_by_row_read_gives(data):
+    from unittest import mock
+
+    from orchestrator import queuefile
+
+    bulk = _outcome("Q.md", data)
+    with mock.patch.object(queuefile, "_fast_table", return_value=None):
+        row_by_row = _outcome("Q.md", data)
+    event("read row by row" if isinstance(QueueFile.parse("Q.md", data).rows, list) else "read in bulk")
+    assert bulk == row_by_row
