@@ -509,12 +509,16 @@ def _fast_table(queue: QueueFile, document: mdtable.Document) -> list[str] | Non
     checks every row's shape, id, status and whole numbers at once (in C, not
     row by row); a row's cells are split only when something asks for them.
     """
-    body = document.texts[queue.header_index + 2 : queue.end_index]
-    joined = "\n".join(body)
-    if "\\" in joined or "&#" in joined:
+    first, end = queue.header_index + 2, queue.end_index
+    body = document.texts[first:end]
+    if not body:
+        queue.rows = _SplitRows(body)
+        return []
+    text, begin, stop = document.text, document.start(first), document.start(end - 1) + len(document.parts[end - 1])
+    if text.find("\\", begin, stop) >= 0 or text.find("&#", begin, stop) >= 0:
         return None
     plain = _plain_rows(tuple(queue.columns))
-    found = plain.pattern.findall(joined)
+    found = plain.pattern.findall(text, begin, stop)  # the body in place: no copy of a large table
     if len(found) != len(body):
         return None
     ids, words = list(map(itemgetter(plain.id_at), found)), list(map(itemgetter(plain.status_at), found))
@@ -522,7 +526,7 @@ def _fast_table(queue: QueueFile, document: mdtable.Document) -> list[str] | Non
     if len(set(map(str.lower, ids))) != len(ids) or ".." in listed or ".\n" in listed or ".lock\n" in listed:
         return None
     queue.rows, queue.id_list, queue.status_list = _SplitRows(body), ids, words
-    queue.item_lines = list(range(queue.header_index + 2, queue.end_index))
+    queue.item_lines = list(range(first, end))
     return [] if plain.depends_at is None else list(map(itemgetter(plain.depends_at), found))
 
 
@@ -545,7 +549,8 @@ def _plain_rows(columns: tuple[str, ...]) -> _PlainRows:
         **dict.fromkeys(INT_COLUMNS, f"{blank}[0-9]*{blank}"),
     }
     captured = [name for name in columns if name in ("id", "status", "depends_on")]
-    pattern = re.compile(r"^\|" + r"\|".join(cell.get(name, r"[^|\n]*") for name in columns) + r"\|$", re.M)
+    cells = r"\|".join(cell.get(name, r"[^|\n]*") for name in columns)
+    pattern = re.compile(r"^\|" + cells + r"\|\r?$", re.M)  # (a lone CR is refused before this)
     depends_at = captured.index("depends_on") if "depends_on" in captured else None
     return _PlainRows(pattern, captured.index("id"), captured.index("status"), depends_at)
 

@@ -11,13 +11,12 @@ so their edit survives. Reads take no lock: a replace is atomic.
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestrator import model
 from orchestrator.errors import (
@@ -35,6 +34,9 @@ from orchestrator.store.base import Change, Event
 from orchestrator.store.leases import Lease, LeaseBook, LeaseFile
 from orchestrator.store.spool import Spool
 from orchestrator.timeutil import now_iso
+
+if TYPE_CHECKING:
+    import random
 
 T = TypeVar("T")
 TEMP_MARK = ".orch-tmp-"
@@ -122,7 +124,7 @@ class MarkdownStore:
         self.policy = policy
         self.lock_timeout = lock_timeout
         self.durable = durable
-        self.rng = rng or random.Random()
+        self.rng = rng  # made on the first retry: reads never need one
         self.runtime_dir = self.path.parent / ".orch"
         self.leases = LeaseFile(self.runtime_dir)
         self.spool = Spool(self.runtime_dir / "spool")
@@ -352,7 +354,7 @@ class MarkdownStore:
             lease = batch.book.held.get(item.id)
             if lease is not None and lease.until <= now:
                 note = f"lease_expired:{item.owner or lease.owner}"
-                new = model.fail(item, note, now, policy, self.rng.random(), budgeted=batch.budgeted,
+                new = model.fail(item, note, now, policy, self._jitter(), budgeted=batch.budgeted,
                                  backoff=batch.backs_off)  # fmt: skip
                 batch.book.drop(item.id)
                 reaped.append(batch.put(item, new, "orch@reaper", "REAPED"))
@@ -370,7 +372,7 @@ class MarkdownStore:
         elif kind == "fail":
             now = batch.now if op.get("now") is None else op["now"]
             budgeted = op.get("retryable", True) and batch.budgeted
-            new = model.fail(item, op["note"], now, policy, self.rng.random(), budgeted=budgeted,
+            new = model.fail(item, op["note"], now, policy, self._jitter(), budgeted=budgeted,
                              backoff=batch.backs_off)  # fmt: skip
         elif kind == "block":
             new = model.block(item, op["note"])
@@ -385,6 +387,13 @@ class MarkdownStore:
         """None for a row orch holds no lease on (set IN_PROGRESS by hand): never reaped."""
         lease = book.held.get(item_id)
         return lease.until if lease is not None else None
+
+    def _jitter(self) -> float:
+        if self.rng is None:
+            import random
+
+            self.rng = random.Random()
+        return self.rng.random()
 
     def lease_ends(self) -> dict[str, float | None]:
         """Every IN_PROGRESS item's lease end (None: unknown, never reaped)."""
