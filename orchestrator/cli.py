@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -87,6 +86,15 @@ class App:
         return open_store(queue=self.queue, policy=self.config.retry, lease=self.config.lease)
 
     @cached_property
+    def reader(self):
+        """The store for commands that only read: a markdown queue needs no orch.yaml for that."""
+        if self.db:
+            return self.store
+        from orchestrator.store import open_store
+
+        return open_store(queue=self.queue)
+
+    @cached_property
     def root(self) -> Path:
         """The folder of orch.yaml and .orch/: the queue's folder, or with --db the repository root."""
         if not self.db:
@@ -119,9 +127,6 @@ def cli(ctx: click.Context, queue: str | None, db: str | None) -> None:
     The queue is the markdown table in QUEUE.md (or an SQLite file with --db).
     Exit codes: 0 done, 1 refused by a rule, 2 bad input.
     """
-    # A command is a short process that builds many small objects and frees them
-    # by reference counting; the cyclic collector would walk them again and again.
-    gc.set_threshold(100_000, 50, 50)
     ctx.obj = App(queue, db)
 
 
@@ -136,7 +141,7 @@ def status(app: App, summary_only: bool, watch: bool, interval: float, as_json: 
     """Counts by status, then the oldest IN_PROGRESS items (up to 5), stale ones marked. Read-only."""
 
     def snapshot() -> str:
-        summary = operations.summarize(app.store, runtime=app.root / ".orch")
+        summary = operations.summarize(app.reader, runtime=app.root / ".orch")
         if as_json:
             return render.status_json(summary)
         return render.summary_line(summary) if summary_only else render.status_text(summary)
@@ -154,7 +159,7 @@ def status(app: App, summary_only: bool, watch: bool, interval: float, as_json: 
 @pass_app
 def workers(app: App, as_json: bool) -> None:
     """IN_PROGRESS items grouped by owner, oldest start first; stale ones listed. Read-only."""
-    loads = operations.worker_loads(app.store, runtime=app.root / ".orch")
+    loads = operations.worker_loads(app.reader, runtime=app.root / ".orch")
     click.echo(render.workers_json(loads) if as_json else render.workers_text(loads))
 
 
@@ -237,7 +242,7 @@ def add(app: App, title: str, item_id: str | None, sets: tuple[str, ...], as_jso
 @pass_app
 def show(app: App, item_id: str, as_json: bool) -> None:
     """One item: its row, its notes and its history so far. Read-only."""
-    item, events = operations.show(app.store, item_id)
+    item, events = operations.show(app.reader, item_id)
     click.echo(render.item_json(item, events) if as_json else render.item_text(item, events))
 
 

@@ -13,7 +13,7 @@ if not __package__:
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
 
-from orchestrator.cli import cli  # noqa: E402
+from orchestrator.__main__ import main  # noqa: E402
 
 if __name__ == "__main__":
-    cli()
+    main()

@@ -190,6 +190,14 @@ def test_add_prints_a_new_id_with_the_configured_prefix(cli_runner, queue_file):
     assert (shown["status"], shown["title"]) == ("PENDING", "Write docs | fast")
 
 
+def test_reading_the_queue_needs_no_orch_yaml_but_changing_it_does(cli_runner, queue_file):
+    (queue_file.parent / "orch.yaml").write_text("retry: [not, a, mapping]\n")
+    for command in (["status"], ["workers"], ["show", "--id", "ORCH-002"]):
+        invoke(cli_runner, queue_file, *command)
+    result = invoke(cli_runner, queue_file, "add", "--title", "T", ok=False)
+    assert result.exit_code == 2 and "orch.yaml" in result.stderr and "retry" in result.stderr
+
+
 def test_add_with_an_id_and_columns(cli_runner, queue_file):
     out = invoke(cli_runner, queue_file, "add", "--title", "T", "--id", "X-1", "--set", "owner=me").stdout
     assert out == "X-1\n"
