@@ -10,9 +10,7 @@ pid whose start time differs is a reused pid and is never signalled.
 from __future__ import annotations
 
 import functools
-import json
 import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -66,6 +64,8 @@ def stop_group(pgid: int, grace: float = 5.0, reap: Callable[[], object] | None 
 
     ``reap`` collects our own child (the group's leader) so it does not linger as a zombie.
     """
+    import signal  # here and below on first use: reading the queue needs neither signal nor json
+
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
@@ -123,6 +123,8 @@ class ProcessRegistry:
     def register(self, entry: AgentProcess) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{entry.key}.json"
+        import json
+
         temp = self.folder / f".{entry.key}.{os.getpid()}.tmp"
         temp.write_text(json.dumps(asdict(entry)))
         os.replace(temp, path)
@@ -134,6 +136,8 @@ class ProcessRegistry:
     def entries(self) -> list[AgentProcess]:
         if not self.folder.is_dir():
             return []
+        import json
+
         found = []
         for path in sorted(self.folder.glob("*.json")):
             try:

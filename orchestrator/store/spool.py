@@ -12,7 +12,6 @@ the batch is safely on disk.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -26,6 +25,8 @@ STALE_ANSWER_SECONDS = 600
 
 
 def _write(path: Path, data: object) -> None:
+    import json  # here and below on first use: reading the queue never needs json
+
     temp = path.with_name(f".{path.name}.tmp")
     temp.write_text(json.dumps(data), encoding="utf-8")
     os.replace(temp, path)
@@ -80,6 +81,8 @@ class Spool:
             with lock():
                 if not answer.exists():
                     self._lead(lead)
+        import json
+
         result = json.loads(answer.read_text(encoding="utf-8"))
         answer.unlink()
         return _value(result)
@@ -93,6 +96,8 @@ class Spool:
         waiting = sorted(self.folder.glob("*.req"))
         if not waiting and own is None:
             return None
+        import json
+
         requests = ([own] if own is not None else []) + [json.loads(path.read_text(encoding="utf-8"))
                                                            for path in waiting]  # fmt: skip
         try:
