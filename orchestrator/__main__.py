@@ -9,7 +9,7 @@ def main() -> None:
     gc.set_threshold(100_000, 50, 50)
     from orchestrator.cli import cli
 
-    cli()
+    cli(prog_name="orch")
 
 
 if __name__ == "__main__":

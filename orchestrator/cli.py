@@ -15,24 +15,45 @@ QUEUE_NAME = "QUEUE.md"
 
 
 class CliError(click.ClickException):
-    """Shows an ``OrchError`` the way the contract says: ``error: ...`` on stderr."""
+    """Shows an error the way the contract says: ``error: <what and where>`` on stderr, and its exit code."""
 
-    def __init__(self, error: OrchError) -> None:
-        super().__init__(str(error))
-        self.exit_code = error.exit_code
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
     def show(self, file=None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
 
+    @classmethod
+    def of(cls, error: Exception) -> CliError:
+        if isinstance(error, OrchError):
+            return cls(str(error), error.exit_code)
+        if isinstance(error, click.UsageError):  # bad input: 2, with where to read more
+            where = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+            return cls(error.format_message().rstrip(".") + where, 2)
+        # OSError: the disk said no (permissions, a full disk, a folder where a file should be)
+        what = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        return cls(f"{what}{getattr(error, 'strerror', None) or error}", 1)
+
 
 class OrchGroup(click.Group):
-    """Turns library errors into CLI errors in one place, not in every command."""
+    """Turns library, usage and disk errors into ``error: ...`` lines in one place, not in every command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:
+            raise CliError.of(error) from error
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except OrchError as error:
-            raise CliError(error) from error
+        except (OrchError, click.UsageError) as error:
+            raise CliError.of(error) from error
+        except OSError as error:
+            if isinstance(error, BrokenPipeError):
+                raise  # click ends quietly when the reader of our output went away
+            raise CliError.of(error) from error
 
 
 def find_queue(start: Path) -> Path:
@@ -87,11 +108,12 @@ class App:
 
     @cached_property
     def reader(self):
-        """The store for commands that only read: a markdown queue needs no orch.yaml for that."""
-        if self.db:
-            return self.store
+        """The store for commands that only read: no orch.yaml needed, and a missing database is an
+        error rather than a new empty one."""
         from orchestrator.store import open_store
 
+        if self.db:
+            return open_store(queue=Path(QUEUE_NAME), db=self.db, create=False)
         return open_store(queue=self.queue)
 
     @cached_property
@@ -346,7 +368,7 @@ def fail(app: App, item_id: str, owner: str, attempt: int | None, reason: str, a
 @pass_app
 def export_queue(app: App, target: Path, as_json: bool) -> None:
     """Write the --db queue as a markdown table, so it can be reviewed in git."""
-    added, replaced = operations.export_queue(app.store, target)
+    added, replaced = operations.export_queue(app.reader, target)
     report = {"to": str(target), "added": added, "replaced": replaced}
     click.echo(render.as_json(report) if as_json else f"exported to {target}: {added} added, {replaced} updated")
 

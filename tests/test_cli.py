@@ -11,7 +11,7 @@ import pytest
 from orchestrator.cli import cli
 from orchestrator.model import Status
 from orchestrator.store.markdown import MarkdownStore
-from tests.conftest import ROOT, run_orch
+from tests.conftest import ROOT, SAMPLE_QUEUE, run_orch
 
 
 def invoke(runner, queue, *args, ok=True):
@@ -141,7 +141,8 @@ def test_replan_to_pending_resets_the_owner(cli_runner, queue_file):
 
 def test_replan_needs_notes(cli_runner, queue_file):
     missing = invoke(cli_runner, queue_file, "replan", "--id", "ORCH-001", ok=False)
-    assert missing.exit_code == 2 and "--notes" in missing.stderr
+    assert missing.exit_code == 2
+    assert missing.stderr.startswith("error: Missing option '--notes' (see '") and "replan --help')" in missing.stderr
     blank = invoke(cli_runner, queue_file, "replan", "--id", "ORCH-001", "--notes", "  ", ok=False)
     assert blank.exit_code == 2
     assert blank.stderr.startswith("error: missing notes")
@@ -280,3 +281,39 @@ def test_add_refuses_a_value_that_would_make_the_queue_invalid(cli_runner, tmp_p
 def test_the_projects_own_queue_is_valid(cli_runner):
     result = cli_runner.invoke(cli, ["validate", str(ROOT / "QUEUE.md")])
     assert result.exit_code == 0, result.stderr
+
+
+def test_usage_mistakes_are_error_lines_with_exit_2(queue_file):
+    for args, said in ((["--bogus"], "No such option '--bogus' (see 'orch --help')"),
+                       (["status", "--interval", "0"], "Invalid value for '--interval'"),
+                       (["job", "status"], "Missing argument 'JOB_ID' (see 'orch job status --help')")):  # fmt: skip
+        done = run_orch("--queue", str(queue_file), *args)
+        assert done.returncode == 2 and done.stderr.startswith(f"error: {said}"), done.stderr
+        assert "Usage:" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_reading_a_database_that_does_not_exist_is_an_error_and_makes_none(tmp_path, cli_runner):
+    missing = tmp_path / "typo.db"
+    for command in (["status"], ["workers"], ["show", "--id", "X-1"], ["export", "--to", str(tmp_path / "Q.md")]):
+        result = cli_runner.invoke(cli, ["--db", str(missing), *command])
+        assert result.exit_code == 2, result.output
+        assert result.stderr == f"error: {missing}: no such database (orch import --from QUEUE.md creates one)\n"
+    assert not missing.exists() and not (tmp_path / "Q.md").exists()
+    assert cli_runner.invoke(cli, ["--db", str(missing), "add", "--title", "first"]).exit_code == 0
+    assert missing.exists()
+
+
+@pytest.mark.parametrize("backend", ["markdown", "sqlite"])
+def test_a_queue_that_cannot_be_written_is_an_error_line_and_left_as_it_was(tmp_path, backend):
+    queue = tmp_path / "QUEUE.md"
+    queue.write_text(SAMPLE_QUEUE)
+    where = ["--queue", str(queue)] if backend == "markdown" else ["--db", str(tmp_path / "q.db")]
+    assert run_orch(*where, "add", "--title", "before").returncode == 0
+    lock = tmp_path / ("QUEUE.md.lock" if backend == "markdown" else "q.db-lock")
+    lock.unlink(missing_ok=True)
+    lock.mkdir()  # (tests run as root, so a read-only folder would not stop the write)
+    before = run_orch(*where, "status").stdout
+    done = run_orch(*where, "add", "--title", "after")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == f"error: {lock}: Is a directory\n"
+    assert run_orch(*where, "status").stdout == before
