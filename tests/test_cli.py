@@ -97,12 +97,13 @@ def test_cancel_blocks_an_active_item_and_appends_the_note(cli_runner, queue_fil
     assert after.note_list() == [*before.note_list(), "cancelled_by_operator"]
 
 
-@pytest.mark.parametrize(("item_id", "status"), [("ORCH-003", "DONE"), ("ORCH-004", "FAILED")])
-def test_cancel_refuses_terminal_rows(cli_runner, queue_file, item_id, status):
+@pytest.mark.parametrize(("item_id", "why"), [("ORCH-003", "it is DONE"), ("ORCH-004", "it is FAILED"),
+                                              ("ORCH-005", "it is BLOCKED already")])  # fmt: skip
+def test_cancel_refuses_terminal_rows(cli_runner, queue_file, item_id, why):
     before = queue_file.read_bytes()
     result = invoke(cli_runner, queue_file, "cancel", "--id", item_id, ok=False)
     assert result.exit_code == 1
-    assert result.stderr == f"error: cannot cancel {item_id}: it is {status}\n"
+    assert result.stderr == f"error: cannot cancel {item_id}: {why}\n"
     assert result.stdout == ""
     assert queue_file.read_bytes() == before
 
@@ -317,3 +318,53 @@ def test_a_queue_that_cannot_be_written_is_an_error_line_and_left_as_it_was(tmp_
     assert done.returncode == 1, done.stderr
     assert done.stderr == f"error: {lock}: Is a directory\n"
     assert run_orch(*where, "status").stdout == before
+
+
+def test_the_ops_commands_say_the_same_on_a_database_as_on_the_markdown_queue(tmp_path, cli_runner, queue_file):
+    db = ["--db", str(tmp_path / "q.db")]
+    assert cli_runner.invoke(cli, [*db, "import", "--from", str(queue_file)]).exit_code == 0
+    for command in (["status"], ["workers"], ["cancel", "--id", "ORCH-001"], ["cancel", "--id", "ORCH-003"],
+                    ["replan", "--id", "ORCH-002", "--notes", "split it"], ["retry", "--id", "ORCH-004"],
+                    ["status", "--json"]):  # fmt: skip
+        on_markdown = cli_runner.invoke(cli, ["--queue", str(queue_file), *command])
+        on_database = cli_runner.invoke(cli, [*db, *command])
+        # import gives the hand-set IN_PROGRESS row a lease from its start (long over); the markdown
+        # queue holds no lease on it and never calls it stale
+        said = (on_database.exit_code, on_database.stdout.replace(" stale=lease_expired", ""), on_database.stderr)
+        if "--json" not in command:
+            assert said == (on_markdown.exit_code, on_markdown.stdout, on_markdown.stderr), command
+        else:
+            assert json.loads(on_database.stdout)["summary"] == json.loads(on_markdown.stdout)["summary"]
+    # which rows a retry takes differs on purpose: this markdown queue has no retry_not_before column,
+    # so the ops spec's markdown mode (FAILED or BLOCKED) applies, and on a database the reliability policy
+    refused = cli_runner.invoke(cli, [*db, "retry", "--id", "ORCH-005"])
+    assert refused.exit_code == 1 and "only FAILED or timed-out IN_PROGRESS" in refused.stderr
+
+
+def test_a_retry_past_max_attempts_is_refused_on_a_database(tmp_path, cli_runner):
+    db = ["--db", str(tmp_path / "q.db")]
+    item_id = cli_runner.invoke(cli, [*db, "add", "--title", "flaky", "--set", "max_attempts=1"]).stdout.strip()
+    taken = json.loads(cli_runner.invoke(cli, [*db, "claim", "--owner", "w1", "--json"]).stdout)
+    assert cli_runner.invoke(cli, [*db, "fail", "--id", item_id, "--owner", "w1", "--attempt",
+                                   str(taken["attempt"]), "--reason", "boom"]).exit_code == 0  # fmt: skip
+    refused = cli_runner.invoke(cli, [*db, "retry", "--id", item_id])
+    assert refused.exit_code == 1 and "1 of 1 attempts used" in refused.stderr, refused.stderr
+
+
+def test_headers_are_read_whatever_their_case(cli_runner, tmp_path):
+    queue = tmp_path / "QUEUE.md"
+    queue.write_text("| ID | Status | Title |\n| --- | --- | --- |\n| A-1 | PENDING | one |\n")
+    invoke(cli_runner, queue, "cancel", "--id", "A-1")
+    assert queue.read_text().splitlines()[2] == "| A-1 | BLOCKED | one |"
+    summary = invoke(cli_runner, queue, "status", "--summary").stdout
+    assert summary.startswith("summary PENDING=0 IN_PROGRESS=0 BLOCKED=1")
+
+
+def test_new_ids_made_on_two_branches_do_not_collide(cli_runner, tmp_path):
+    made = []
+    for branch in ("left", "right"):
+        queue = tmp_path / branch / "QUEUE.md"
+        queue.parent.mkdir()
+        queue.write_text(SAMPLE_QUEUE)  # the same starting point, as two branches of one repository have
+        made.append({invoke(cli_runner, queue, "add", "--title", f"t{n}").stdout.strip() for n in range(50)})
+    assert len(made[0]) == len(made[1]) == 50 and not made[0] & made[1]

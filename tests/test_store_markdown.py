@@ -253,6 +253,29 @@ def test_markdown_retry_respects_the_budget_where_the_queue_keeps_one(tmp_path):
     assert operations.retry(store, "b").status is Status.PENDING
 
 
+def test_a_queue_with_the_policys_columns_retries_by_the_policy(tmp_path):
+    from orchestrator.errors import LeaseLostError, NotEligibleError
+    from orchestrator.model import Policy
+    from tests.stores import FULL_HEADER
+
+    path = tmp_path / "QUEUE.md"
+    path.write_text("# Queue\n\n" + FULL_HEADER + "| a | PENDING | | | | 0 | 3 | | | | | |\n"
+                    "| b | BLOCKED | | | | 1 | 3 | | | | | |\n")  # fmt: skip
+    store = MarkdownStore(path, policy=Policy(backoff_base=60, jitter=0), durable=False)
+    with pytest.raises(NotEligibleError, match="only FAILED or timed-out IN_PROGRESS"):
+        store.retry("b", actor="op")  # BLOCKED: replan it instead, as on a database
+    claim = store.claim("w", lease=30, now=1_000)
+    with pytest.raises(NotEligibleError):
+        store.retry("a", actor="op", now=1_010)  # its lease is still running
+    retried = store.retry("a", actor="op", now=1_031)  # the lease ran out before the reaper looked
+    assert (retried.status, retried.owner, retried.retry_not_before) == (Status.PENDING, "", 1_031 + 60)
+    assert "retry_not_before=1091" in path.read_text().splitlines()[4]
+    with pytest.raises(LeaseLostError):
+        store.complete("a", "w", attempt=claim.attempt, now=1_032)  # the late worker is fenced off
+    assert store.claim("w2", lease=30, now=1_050) is None  # backing off
+    assert store.claim("w2", lease=30, now=1_091).item.id == "a"
+
+
 def test_queued_ops_all_get_the_error_when_the_queue_is_broken(queue_file):
     store = MarkdownStore(queue_file)
     queue_file.write_text("no table any more\n")

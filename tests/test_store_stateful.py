@@ -366,7 +366,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(k=indexes)
     def an_operator_retries_an_expired_lease(self, k: int) -> None:
-        """Retry a running item whose lease ended before the reaper saw it (SQLite: allowed; markdown: refused)."""
+        """Retry a running item whose lease ended before the reaper saw it: allowed, and its worker fenced off."""
         expired = [i for i in self.expected.values() if i.status is IN_PROGRESS and self.lease_end[i.id] <= self.now]
         if expired:
             self._retry(expired[k % len(expired)])
@@ -394,11 +394,10 @@ class StoreMachine(RuleBasedStateMachine):
 
     def _retry(self, item: Item) -> None:
         call = lambda: self.store.retry(item.id, actor="test", now=self.now)  # noqa: E731
-        if self.backend == "markdown":  # FAILED or BLOCKED, within the budget; no backoff
-            eligible = item.status in (FAILED, BLOCKED)
-        else:  # the reliability policy: FAILED or a timed-out IN_PROGRESS, then a backoff
-            timed_out = item.status is IN_PROGRESS and self.lease_end[item.id] <= self.now
-            eligible = item.status is FAILED or timed_out
+        # the reliability policy on every backend (the markdown queue here has the policy's columns):
+        # FAILED or a timed-out IN_PROGRESS, then a backoff
+        timed_out = item.status is IN_PROGRESS and self.lease_end[item.id] <= self.now
+        eligible = item.status is FAILED or timed_out
         if not eligible:
             event("retry: not eligible")
             self._refused(NotEligibleError, call)
@@ -408,11 +407,7 @@ class StoreMachine(RuleBasedStateMachine):
             self._refused(MaxAttemptsError, call)
             return
         event(f"retry: {item.status.value} retried")
-        if self.backend == "markdown":
-            n = sum(1 for note in item.notes.split("; ") if note.startswith("retry:")) + 1
-            new = replace(item, status=PENDING, owner="", started="", notes=_noted(item.notes, f"retry:{n}"))
-        else:
-            new = self._retried(item, item.notes)
+        new = self._retried(item, item.notes)
         assert call() == new
         self._moved(new, "RETRIED")
 

@@ -237,15 +237,25 @@ class MarkdownStore:
         return item
 
     def retry(self, item_id: str, *, actor: str, now: float | None = None) -> Item:
-        """Markdown mode: FAILED or BLOCKED back to PENDING (within the budget, where kept)."""
+        """A queue with the policy's columns (attempts, max_attempts, retry_not_before) follows the
+        reliability policy as the databases do: FAILED or timed-out IN_PROGRESS, attempts left, a backoff.
+        Otherwise the ops spec's markdown mode: FAILED or BLOCKED back to PENDING (within the budget, if kept)."""
+        now = time.time() if now is None else now
 
         def edit(queue: QueueFile, book: LeaseBook | None) -> Outcome:
             old = _find(queue, item_id, self.display)
-            limit = model.budget(old, self.policy) if _budgeted(queue) else None
-            new = model.retry_markdown(old, attempt_limit=limit)
+            if _budgeted(queue) and _backs_off(queue):
+                lease_end = self._lease_end(old.id, book) if book is not None else None
+                timed_out = model.is_timed_out(old, lease_end, now)
+                new = model.retry_policy(old, now, self.policy, self._jitter(), timed_out=timed_out)
+                if book is not None:
+                    book.drop(old.id)  # the late worker is fenced off
+            else:
+                limit = model.budget(old, self.policy) if _budgeted(queue) else None
+                new = model.retry_markdown(old, attempt_limit=limit)
             return Outcome([new], result=queue.stored(new), events=[_transition_event(old, new, actor, "RETRIED")])
 
-        return self.transact(edit)
+        return self.transact(edit, leases=self.leases.path.exists())  # no lease book, no leases to look at
 
     # --- claims and leases (group-committed) --------------------------------------
 
