@@ -318,3 +318,21 @@ def test_the_bulk_read_of_plain_rows_gives_what_the_row_by_row_read_gives(data):
         row_by_row = _outcome("Q.md", data)
     event("read row by row" if isinstance(QueueFile.parse("Q.md", data).rows, list) else "read in bulk")
     assert bulk == row_by_row
+
+
+def test_when_mistune_sees_another_table_extent_nothing_is_written(tmp_path, cli_runner, monkeypatch):
+    from orchestrator import queuefile
+
+    text = "# Q\n\n" + table(GOOD, "| ORCH-2 | PENDING | two | |\n") + "\nafter\n"
+    lines = mdtable.Document(text).texts
+    (span,) = mdtable.find_tables(lines)
+    assert queuefile._confirmed_by_mistune(lines, span, 4)
+    short = mdtable.TableSpan(span.header, span.end - 1)  # our scanner, wrong by one row
+    assert not queuefile._confirmed_by_mistune(lines, short, 4)
+
+    path = tmp_path / "QUEUE.md"
+    path.write_text(text)
+    monkeypatch.setattr(mdtable, "find_tables", lambda found: iter([short]))
+    result = cli_runner.invoke(cli, ["--queue", str(path), "cancel", "--id", "ORCH-1"])
+    assert result.exit_code == 2 and "mistune does not read this as a top-level table" in result.stderr
+    assert path.read_text() == text
