@@ -141,10 +141,11 @@ class AgentError(OrchError):
 
 
 class AgentTimeoutError(AgentError):
-    """An agent step or the whole job ran past its timeout."""
+    """An agent step or the whole job ran past its timeout (``whole_job``: the job's time ran out)."""
 
-    def __init__(self, message: str, seconds: float) -> None:
+    def __init__(self, message: str, seconds: float, *, whole_job: bool = False) -> None:
         self.seconds = seconds
+        self.whole_job = whole_job
         super().__init__(message)
 
 

@@ -518,15 +518,17 @@ class Attempt:
             raise AgentTimeoutError("the job ran out of time", self._job_timeout())
         request = StepRequest(
             self.item.id, self.claim.attempt, step, role, prompt, self.worktree.path, min(spec_timeout, left),
-            prompt_file, folder / f"{role}.log", self._verdict_file(step), self.cancel,
+            prompt_file, folder / f"{role}.log", self._verdict_file(step), self.cancel, job_left_s=left,
         )  # fmt: skip
         result = None
         try:
             result = agent.step(request)
         except AgentTimeoutError as error:
-            if left < spec_timeout:
-                raise AgentTimeoutError(f"the job ran past --job-timeout {self._job_timeout():g}s",
-                                        self._job_timeout()) from error  # fmt: skip
+            if left < spec_timeout or error.whole_job:
+                seconds = self._job_timeout()
+                why = f"{error} (--job-timeout {seconds:g}s)" if error.whole_job else ""
+                raise AgentTimeoutError(why or f"the job ran past --job-timeout {seconds:g}s", seconds,
+                                        whole_job=True) from error  # fmt: skip
             raise
         finally:
             # Before the supervisor runs, ask the store whether the item is still ours. After a supervisor

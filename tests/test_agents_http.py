@@ -416,12 +416,41 @@ def test_a_cancel_during_a_rate_limit_wait_returns_at_once(tmp_path, server):
     assert returned - moments["cancelled"] < 1.0 and len(server.seen) == 1
 
 
-def test_a_rate_limit_wait_longer_than_the_step_is_a_timeout_at_once(tmp_path, server):
+def test_a_rate_limit_wait_longer_than_the_step_is_waited_out_within_the_job(tmp_path, server):
+    limited = openai_error(429, "tokens", "slow down", "rate_limit_exceeded", {"Retry-After": "1"})
+    server.play(limited, openai_answer(EDITS))
+    result = model_agent("openai", server).step(step_request(tmp_path, timeout=0.5, job_left_s=BOUND))
+    first, second = server.seen
+    assert second.at - first.at >= 0.95 and result.output == "wrote hello.txt"
+
+
+def test_a_rate_limit_wait_longer_than_the_job_has_left_is_a_timeout_at_once(tmp_path, server):
     server.play(openai_error(429, "tokens", "slow down", "rate_limit_exceeded", {"Retry-After": "120"}))
     started = time.monotonic()
-    with pytest.raises(AgentTimeoutError):
-        model_agent("openai", server).step(step_request(tmp_path, timeout=5.0))
-    assert time.monotonic() - started < 2.0
+    with pytest.raises(AgentTimeoutError, match="a rate limit asks for 120s, more than the job has left") as caught:
+        model_agent("openai", server).step(step_request(tmp_path, timeout=5.0, job_left_s=10.0))
+    assert time.monotonic() - started < 2.0 and caught.value.whole_job
+
+
+def test_a_rate_limit_wait_longer_than_the_step_timeout_does_not_use_up_the_attempt(tmp_path, server):
+    limited = openai_error(429, "tokens", "slow down", "rate_limit_exceeded", {"Retry-After": "1"})
+    server.play(limited, openai_answer(EDITS), openai_answer(PASS))
+    worker = model("openai", server, timeout=0.5)
+    run, outcome, _ = run_item(tmp_path / "repo", worker, model("openai", server))
+    assert outcome.state == states.SUCCESS and len(server.seen) == 3
+    item = run.store.get("A-1")
+    assert (item.status, item.attempts, item.note_list()) == (Status.DONE, 1, ["done:1"])
+
+
+def test_a_rate_limit_wait_longer_than_the_job_timeout_fails_the_item_at_once(tmp_path, server):
+    server.play(openai_error(429, "tokens", "slow down", "rate_limit_exceeded", {"Retry-After": "120"}))
+    started = time.monotonic()
+    run, outcome, _ = run_item(tmp_path / "repo", model("openai", server, timeout=0.5), model("openai", server),
+                               job_timeout=5)  # fmt: skip
+    assert time.monotonic() - started < 5 and outcome.state == states.FAILED
+    assert run.store.get("A-1").note_list() == ["timeout:5s"]
+    assert "a rate limit asks for 120s, more than the job has left (--job-timeout 5s)" in (
+        manifest(tmp_path / "repo")["history"][-1]["message"])  # fmt: skip
 
 
 # --- verdicts ------------------------------------------------------------------------------------------

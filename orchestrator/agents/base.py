@@ -26,6 +26,7 @@ class StepRequest:
     verdict_file: Path
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
     env: dict[str, str] = field(default_factory=dict, compare=False)
+    job_left_s: float | None = None  # what is left of the job: rate-limit waits may run the step past timeout_s
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ a cancel. On a timeout or cancel the connection's socket is shut down at once
 so nothing is left waiting on the server. 5xx answers and connection errors
 are retried a few times with backoff; a 429 is waited out as its
 ``Retry-After`` or rate-limit headers say, without counting as a retry or
-using up the item's attempt; ``insufficient_quota`` is final.
+against the step's timeout (only the job's bounds it), so it does not use up
+the item's attempt; ``insufficient_quota`` is final.
 """
 
 from __future__ import annotations
@@ -193,9 +194,25 @@ def _duration(text: str) -> float | None:
     return sum(float(number) * scale[unit] for number, unit in parts)
 
 
-def with_retries(request: StepRequest, deadline: float, max_retries: int, attempt: Callable[[], T],
+@dataclass
+class Deadlines:
+    """When a step must end (monotonic): ``step`` moves later by each rate-limit wait, never past ``job``."""
+
+    step: float
+    job: float
+
+    @classmethod
+    def of(cls, request: StepRequest, started: float) -> Deadlines:
+        step = started + request.timeout_s
+        return cls(step, step if request.job_left_s is None else max(step, started + request.job_left_s))
+
+
+def with_retries(request: StepRequest, deadlines: Deadlines, max_retries: int, attempt: Callable[[], T],
                  rng: random.Random, on_rate_limit: Callable[[float], None] | None = None) -> T:  # fmt: skip
-    """Call ``attempt`` again after 5xx/connection errors (capped) and after 429 waits (until the deadline)."""
+    """Call ``attempt`` again after 5xx/connection errors (capped) and after 429 waits (until the job's end).
+
+    A rate-limit wait does not count against the step's timeout: ``deadlines.step`` moves on by the wait.
+    """
     failures = 0
     while True:
         try:
@@ -204,15 +221,34 @@ def with_retries(request: StepRequest, deadline: float, max_retries: int, attemp
             wait = max(limit.seconds, 0.5)  # "Retry-After: 0" must not become a tight loop
             if on_rate_limit is not None:
                 on_rate_limit(wait)
+            if time.monotonic() + wait >= deadlines.job:
+                raise _too_long(request, wait) from None
+            _pause(request, wait)
+            deadlines.step = min(deadlines.step + wait, deadlines.job)
+            continue
         except RetryableError as error:
             failures += 1
             if failures > max_retries:
                 raise AgentError(f"gave up after {failures} tries: {error}") from None
             wait = min(30.0, 0.5 * 2 ** (failures - 1)) * (0.5 + rng.random())
-        if time.monotonic() + wait >= deadline:
+        if time.monotonic() + wait >= deadlines.step:
             raise AgentTimeoutError(f"no answer before the step's {request.timeout_s:g}s ran out", request.timeout_s)
-        if request.cancel.wait(wait):
-            raise AgentCancelledError(f"{request.role} step {request.step} cancelled while waiting to retry")
+        _pause(request, wait)
+
+
+def _too_long(request: StepRequest, wait: float) -> AgentTimeoutError:
+    """A rate-limit wait that would outlast the job (the step, when the request gives no job bound)."""
+    if request.job_left_s is None:
+        return AgentTimeoutError(f"a rate limit asks for {wait:g}s, more than the step's {request.timeout_s:g}s",
+                                 request.timeout_s)  # fmt: skip
+    return AgentTimeoutError(f"a rate limit asks for {wait:g}s, more than the job has left", request.timeout_s,
+                             whole_job=True)  # fmt: skip
+
+
+def _pause(request: StepRequest, seconds: float) -> None:
+    """Wait before the next try; a cancel ends the wait at once."""
+    if request.cancel.wait(seconds):
+        raise AgentCancelledError(f"{request.role} step {request.step} cancelled while waiting to retry")
 
 
 def check_status(response: httpx.Response, describe: Callable[[httpx.Response], tuple[str, str]]) -> None:
@@ -335,16 +371,16 @@ class HttpAgent:
 
     def _step(self, request: StepRequest) -> StepResult:
         started = time.monotonic()
-        deadline = started + request.timeout_s
+        deadlines = Deadlines.of(request, started)
         request.log_file.parent.mkdir(parents=True, exist_ok=True)
         with request.log_file.open("w", encoding="utf-8") as log:
 
             def one_try() -> ModelAnswer:
                 log.seek(0)
                 log.truncate()
-                return call_abortable(request, deadline, lambda client, _: self.ask(client, request, log))
+                return call_abortable(request, deadlines.step, lambda client, _: self.ask(client, request, log))
 
-            answer = with_retries(request, deadline, self.max_retries, one_try, self.rng, self.on_rate_limit)
+            answer = with_retries(request, deadlines, self.max_retries, one_try, self.rng, self.on_rate_limit)
         data = parse_json_answer(answer.text)
         verdict = None
         if request.role == "supervisor":
