@@ -6,7 +6,9 @@ are (both sides' new entries kept). The same cell changed differently on both
 sides puts conflict markers around that one row only. The text around the
 table merges line by line with ``git merge-file``. If any version does not
 parse, or the result does not validate, the whole file falls back to an
-ordinary ``git merge-file`` conflict.
+ordinary ``git merge-file`` merge; and if that merges cleanly into a queue
+that does not validate either (both sides adding one id, in different rows),
+the merge conflicts on the whole file, both versions kept between the markers.
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ def merge_text(base: bytes, ours: bytes, theirs: bytes) -> MergeResult:
     if done.returncode < 0 or done.returncode > 127:
         raise RuntimeError(f"git merge-file failed: {done.stderr.decode(errors='replace')}")
     return MergeResult(done.stdout, done.returncode)
+
+
+def _fallback(base: bytes, ours: bytes, theirs: bytes) -> MergeResult:
+    """``merge_text``, unless it would cleanly give a queue that does not validate: then a conflict."""
+    result = merge_text(base, ours, theirs)
+    if result.conflicts or _parse(result.data) is not None:
+        return result
+    parts = [OURS_MARK.encode() + b"\n", ours, SPLIT_MARK.encode() + b"\n", theirs, THEIRS_MARK.encode() + b"\n"]
+    return MergeResult(b"".join(part if part.endswith(b"\n") else part + b"\n" for part in parts if part), 1)
 
 
 def merge_cells(base: list[str] | None, ours: list[str], theirs: list[str], columns: list[str]) -> list[str] | None:
@@ -112,7 +123,7 @@ def merge_queues(base: bytes, ours: bytes, theirs: bytes) -> MergeResult:
     """The three-way merge of whole QUEUE.md files (see the module docstring)."""
     parsed = [_parse(data) for data in (base, ours, theirs)]
     if any(queue is None for queue in parsed) or len({tuple(q.columns) for q in parsed}) != 1:
-        return merge_text(base, ours, theirs)
+        return _fallback(base, ours, theirs)
     old, mine, other = (_Table(queue) for queue in parsed)
     rows, conflicts = _merge_rows(old, mine, other)
     before = merge_text(old.before.encode(), mine.before.encode(), other.before.encode())
@@ -124,7 +135,7 @@ def merge_queues(base: bytes, ours: bytes, theirs: bytes) -> MergeResult:
     data = (bom + text).encode("utf-8")
     total = conflicts + before.conflicts + after.conflicts
     if total == 0 and _parse(data) is None:
-        return merge_text(base, ours, theirs)
+        return _fallback(base, ours, theirs)
     return MergeResult(data, total)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 from orchestrator.cli import cli
 from orchestrator.merge import merge_queues
 from orchestrator.queuefile import QueueFile
+from tests.conftest import ROOT
 
 HEAD = "# Q\n\n| id | status | title | notes |\n| --- | --- | --- | --- |\n"
 
@@ -151,3 +153,74 @@ def test_edit_replaces_the_queue_only_when_valid(queue_file, cli_runner, monkeyp
     assert queue_file.read_bytes() == before
     kept = list((queue_file.parent / ".orch" / "edit").glob("*.rejected-*.md"))
     assert len(kept) == 1 and "| FINISHED |" in kept[0].read_text()
+
+
+# --- merges that must not produce a queue that does not validate ---------------------------
+
+
+def append_row(repo, line):
+    def change():
+        with (repo / "QUEUE.md").open("a") as stream:
+            stream.write(line)
+
+    return change
+
+
+def validate(repo):
+    return subprocess.run([sys.executable, "-m", "orchestrator", "validate"], cwd=repo, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+
+
+def test_one_id_added_on_both_branches_in_different_case_and_rows_conflicts_on_the_whole_file(repo):
+    """Rows merged by id keep both (ids differ in case), which does not validate; a line merge would
+    take both cleanly (different places), which does not validate either: git must stop on a conflict."""
+
+    def insert_after_a():
+        text = (repo / "QUEUE.md").read_text()
+        (repo / "QUEUE.md").write_text(text.replace("| first | |\n", "| first | |\n| N-1 | PENDING | from left | |\n"))
+
+    branch(repo, "left", insert_after_a)
+    branch(repo, "right", append_row(repo, "| n-1 | PENDING | from right | |\n"))
+    left, right = (git(repo, "show", f"{name}:QUEUE.md").stdout for name in ("left", "right"))
+    git(repo, "merge", "-q", "left", "-m", "left")
+    done = git(repo, "merge", "right", "-m", "right", check=False)
+    assert done.returncode != 0 and "CONFLICT" in done.stdout
+    assert (repo / "QUEUE.md").read_text() == f"<<<<<<< ours\n{left}=======\n{right}>>>>>>> theirs\n"
+    assert "QUEUE.md" in git(repo, "diff", "--name-only", "--diff-filter=U").stdout
+    checked = validate(repo)
+    assert checked.returncode == 2 and "conflict marker" in checked.stderr
+
+
+def test_both_branches_adding_one_id_with_different_content_conflict_on_that_row(repo):
+    branch(repo, "left", append_row(repo, "| N | PENDING | from left | |\n"))
+    branch(repo, "right", append_row(repo, "| N | PENDING | from right | |\n"))
+    git(repo, "merge", "-q", "left", "-m", "left")
+    assert git(repo, "merge", "right", "-m", "right", check=False).returncode != 0
+    lines = (repo / "QUEUE.md").read_text().splitlines()
+    start = lines.index("<<<<<<< ours")
+    assert lines[start:] == ["<<<<<<< ours", "| N | PENDING | from left | |", "=======",
+                             "| N | PENDING | from right | |", ">>>>>>> theirs"]  # fmt: skip
+    assert validate(repo).returncode == 2
+
+
+def test_a_branch_that_changes_the_columns_falls_back_to_a_normal_conflict(repo):
+    def add_owner_column():
+        text = (repo / "QUEUE.md").read_text()
+        text = text.replace(
+            "| title | notes |\n| --- | --- | --- | --- |", "| title | owner | notes |\n| --- | --- | --- | --- | --- |"
+        ).replace("| first | |", "| first | | |")
+        (repo / "QUEUE.md").write_text(text.replace("| second | error:x |", "| second | | error:x |"))
+
+    branch(repo, "columns", add_owner_column)
+    branch(repo, "more", append_row(repo, "| C | PENDING | third | |\n"))
+    git(repo, "merge", "-q", "columns", "-m", "columns")
+    done = git(repo, "merge", "more", "-m", "more", check=False)
+    assert done.returncode != 0 and "CONFLICT" in done.stdout
+    ours = "| id | status | title | owner | notes |\n| --- | --- | --- | --- | --- |\n| A | PENDING | first | | |\n"
+    theirs = "| id | status | title | notes |\n| --- | --- | --- | --- |\n| A | PENDING | first | |\n"
+    # a line merge: the whole table, not one row, between the markers
+    assert (repo / "QUEUE.md").read_text() == (
+        f"# Q\n\n<<<<<<< ours\n{ours}| B | FAILED | second | | error:x |\n=======\n"
+        f"{theirs}| B | FAILED | second | error:x |\n| C | PENDING | third | |\n>>>>>>> theirs\n"
+    )
+    assert validate(repo).returncode == 2
