@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from orchestrator.cli import cli
 from orchestrator.merge import merge_queues
+from orchestrator.model import Status
 from orchestrator.queuefile import QueueFile
+from orchestrator.store.markdown import MarkdownStore
 from tests.conftest import ROOT
 
 HEAD = "# Q\n\n| id | status | title | notes |\n| --- | --- | --- | --- |\n"
@@ -153,6 +156,67 @@ def test_edit_replaces_the_queue_only_when_valid(queue_file, cli_runner, monkeyp
     assert queue_file.read_bytes() == before
     kept = list((queue_file.parent / ".orch" / "edit").glob("*.rejected-*.md"))
     assert len(kept) == 1 and "| FINISHED |" in kept[0].read_text()
+
+
+# An editor that checks the queue is locked, starts another writer (`orch claim`) and waits until
+# that writer has queued its claim for the lock, then edits the draft.
+LOCK_CHECKING_EDITOR = """\
+import subprocess, sys, time
+from pathlib import Path
+from filelock import FileLock, Timeout
+queue, draft = Path(sys.argv[1]), Path(sys.argv[2])
+try:
+    FileLock(str(queue) + ".lock").acquire(timeout=0)
+    sys.exit("the queue is not locked while the editor runs")
+except Timeout:
+    pass
+with open(queue.parent / "claim.out", "w") as out:
+    claim = subprocess.Popen([sys.executable, "-m", "orchestrator", "--queue", str(queue), "claim", "--owner", "w9",
+                              "--id", "ORCH-001"], stdout=out, stderr=out)
+deadline = time.monotonic() + 60
+while not list((queue.parent / ".orch" / "spool").glob("*.req")):
+    if claim.poll() is not None:
+        sys.exit("the claim did not wait for the lock")
+    if time.monotonic() > deadline:
+        sys.exit("the claim never asked for the lock")
+    time.sleep(0.01)
+draft.write_text(draft.read_text().replace("Write the parser", "Write the parser today"))
+"""
+
+
+def test_edit_holds_the_lock_so_another_writer_waits_and_then_applies_on_top(queue_file, cli_runner, monkeypatch,
+                                                                             tmp_path):  # fmt: skip
+    script = tmp_path / "editor.py"
+    script.write_text(LOCK_CHECKING_EDITOR)
+    monkeypatch.setenv("EDITOR", f"{sys.executable} {script} {queue_file}")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    result = cli_runner.invoke(cli, ["--queue", str(queue_file), "edit"])
+    assert (result.exit_code, result.stderr) == (0, ""), result.output
+    assert result.stdout == f"{queue_file}: saved\n"
+    deadline = time.monotonic() + 60  # the claim went on once the lock was free: wait for it, boundedly
+    while MarkdownStore(queue_file).get("ORCH-001").status is not Status.IN_PROGRESS:
+        assert time.monotonic() < deadline, (tmp_path / "claim.out").read_text()
+        time.sleep(0.01)
+    item = MarkdownStore(queue_file).get("ORCH-001")
+    assert (item.title, item.owner) == ("Write the parser today", "w9")  # the edit, then the claim on top
+
+
+def test_a_queue_changed_by_hand_while_editing_keeps_the_edit_in_a_recovery_file(queue_file, cli_runner, monkeypatch,
+                                                                                tmp_path):  # fmt: skip
+    script = tmp_path / "editor.py"
+    script.write_text(
+        "import sys\nfrom pathlib import Path\nqueue, draft = Path(sys.argv[1]), Path(sys.argv[2])\n"
+        "queue.write_text(queue.read_text().replace('Flaky test', 'Flaky test, seen'))  # a hand edit, no lock\n"
+        "draft.write_text(draft.read_text().replace('Ship it', 'Ship it now'))\n"
+    )  # fmt: skip
+    monkeypatch.setenv("EDITOR", f"{sys.executable} {script} {queue_file}")
+    result = cli_runner.invoke(cli, ["--queue", str(queue_file), "edit"])
+    assert result.exit_code == 2 and result.stdout == ""
+    [kept] = (queue_file.parent / ".orch" / "edit").glob("QUEUE.unsaved-*.md")
+    assert result.stderr == (f"error: {queue_file} was changed by someone else meanwhile; "
+                             f"your edit is kept in {kept}\n")  # fmt: skip
+    assert "| Ship it now |" in kept.read_text() and "Flaky test, seen" not in kept.read_text()
+    assert "Flaky test, seen" in queue_file.read_text() and "Ship it now" not in queue_file.read_text()
 
 
 # --- merges that must not produce a queue that does not validate ---------------------------
