@@ -12,6 +12,8 @@ from orchestrator.procs import AgentProcess, ProcessRegistry
 from orchestrator.progress import LiveProgress, bar
 from orchestrator.store.markdown import MarkdownStore
 from orchestrator.watch import watch
+from tests.conftest import run_orch
+from tests.runs import config, git, make_repo
 from tests.stores import make_store
 
 
@@ -81,3 +83,21 @@ def test_live_progress_redraws_its_block_below_the_events():
     live.stop()
     assert out.getvalue() == "a started\n  a step 1\n\x1b[1F\x1b[Ja done\n  a step 2\n\x1b[1F\x1b[J"
     assert bar(5, 20, width=10) == "[##........] 5/20"
+
+
+def test_a_reassigned_item_runs_its_next_attempt_with_the_new_agent(tmp_path):
+    settings = config({"kind": "scripted", "steps": [{"write": {"by.txt": "w\n"}}]})
+    for name in ("coder", "reviewer"):
+        settings["agents"][name] = {"kind": "scripted", "steps": [{"write": {"by.txt": f"{name}\n"}}]}
+    queue = make_repo(tmp_path, ["| A | BLOCKED | a task | | | 1 | | coder | | intervention:stuck |\n"], settings)
+    moved = run_orch("--queue", str(queue), "reassign", "--id", "A", "--to", "reviewer", cwd=tmp_path)
+    assert (moved.returncode, moved.stdout, moved.stderr) == (0, "A -> PENDING (agent reviewer)\n", "")
+    done = run_orch("run", "--once", cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "- A attempt 2: SUCCESS branch orch/A/2" in done.stdout
+    manifest = json.loads((tmp_path / ".orch/runs/A/2/job_manifest.json").read_text())
+    assert [step["worker"]["agent"] for step in manifest["steps"]] == ["reviewer"]
+    assert git(tmp_path, "show", "orch/A/2:by.txt") == "reviewer\n"
+    evidence = json.loads(git(tmp_path, "show", "orch/A/2:.orch-evidence/A/attempt-2/step-01/step.json"))
+    assert evidence["worker"]["agent"] == "reviewer"
+    assert MarkdownStore(queue).get("A").status is Status.DONE
