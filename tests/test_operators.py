@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
+import threading
+from queue import Queue
 
 from orchestrator import operations
 from orchestrator.cli import cli
@@ -12,7 +17,7 @@ from orchestrator.procs import AgentProcess, ProcessRegistry
 from orchestrator.progress import LiveProgress, bar
 from orchestrator.store.markdown import MarkdownStore
 from orchestrator.watch import watch
-from tests.conftest import run_orch
+from tests.conftest import ROOT, orch_argv, run_orch
 from tests.runs import config, git, make_repo
 from tests.stores import make_store
 
@@ -101,3 +106,39 @@ def test_a_reassigned_item_runs_its_next_attempt_with_the_new_agent(tmp_path):
     evidence = json.loads(git(tmp_path, "show", "orch/A/2:.orch-evidence/A/attempt-2/step-01/step.json"))
     assert evidence["worker"]["agent"] == "reviewer"
     assert MarkdownStore(queue).get("A").status is Status.DONE
+
+
+def _lines_of(stream) -> Queue:
+    """Each line ``stream`` gives, as it comes (a reader thread; get() with a timeout waits boundedly)."""
+    lines: Queue = Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def test_status_watch_as_a_process_prints_on_change_only_and_ends_cleanly_on_sigint(queue_file):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = orch_argv("--queue", str(queue_file), "status", "--summary", "--watch", "--interval", "0.2")
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = _lines_of(process.stdout)
+        assert lines.get(timeout=60) == "summary PENDING=1 IN_PROGRESS=1 BLOCKED=1 FAILED=1 DONE=1\n"
+        # each orch command below takes longer than an interval: unchanged looks print nothing
+        assert run_orch("--queue", str(queue_file), "cancel", "--id", "ORCH-001").returncode == 0
+        assert lines.get(timeout=60) == "summary PENDING=0 IN_PROGRESS=1 BLOCKED=2 FAILED=1 DONE=1\n"
+        assert run_orch("--queue", str(queue_file), "add", "--title", "more", "--id", "ORCH-006").returncode == 0
+        assert lines.get(timeout=60) == "summary PENDING=1 IN_PROGRESS=1 BLOCKED=2 FAILED=1 DONE=1\n"
+        assert run_orch("--queue", str(queue_file), "status", "--summary").returncode == 0  # a read: no change
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        assert lines.get(timeout=60) is None  # nothing more was printed
+        assert process.stderr.read() == ""  # no traceback
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
