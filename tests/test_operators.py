@@ -5,9 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import pty
+import re
+import select
 import signal
 import subprocess
 import threading
+import time
 from queue import Queue
 
 from orchestrator import operations
@@ -142,3 +146,44 @@ def test_status_watch_as_a_process_prints_on_change_only_and_ends_cleanly_on_sig
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_orch_run_piped_prints_plain_lines(tmp_path):
+    make_repo(tmp_path, ["| A | PENDING | a task | | | 0 | | | | |\n"], config({"kind": "scripted", "steps": [{}]}))
+    done = run_orch("run", cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout + done.stderr
+    assert re.search(r"^A attempt 1 started in .+ on orch/A/1$", done.stdout, re.M)
+    assert re.search(r"^A step 1: SUCCESS", done.stdout, re.M)
+
+
+def test_orch_run_on_a_terminal_draws_the_progress_block_with_step_and_elapsed_time(tmp_path):
+    make_repo(tmp_path, ["| A | PENDING | a task | | | 0 | | | | |\n"], config({"kind": "scripted", "steps": [{}]}))
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(orch_argv("run"), cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=slave,
+                               stderr=subprocess.PIPE, env=env)  # fmt: skip
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], deadline - time.monotonic())
+            try:
+                data = os.read(master, 65536) if ready else b""
+            except OSError:  # EIO: the run ended and closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert process.wait(timeout=60) == 0, process.stderr.read()
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    shown = b"".join(chunks).decode().replace("\r\n", "\n")
+    # the event "step 1: SUCCESS" is printed while the attempt is still running: the block follows it
+    block = re.search(r"A step 1: SUCCESS.*\n  A +attempt 1 +step 1 supervisor +\d+\.\ds\n", shown)
+    assert block, shown
+    assert "\x1b[1F\x1b[J" in shown  # the block is erased before the next line
+    assert "run finished: 1 attempt" in shown
