@@ -670,3 +670,78 @@ def test_archive_keeps_every_row_an_open_row_needs_transitively(tmp_path):
     assert orch(queue, "archive", "--older-than", "1").exit_code == 0
     assert orch(queue, "validate").exit_code == 0
     assert [item.id for item in MarkdownStore(queue).items()] == ["A", "B", "C"]
+
+
+# --- a work order that does not all succeed ---------------------------------------------------
+
+# The supervisor asks for a human on the task "asks" and passes everything else.
+ASKING_SUPERVISOR = """\
+import os, sys
+sys.stdin.read()
+if os.environ["ORCH_ID"].endswith("-asks"):
+    print("VERDICT: INTERVENTION_REQUIRED which API key?")
+else:
+    print("VERDICT: SUCCESS looks right")
+"""
+# A worker that an operator cancels while it runs (the store call an operator's `orch cancel` makes).
+CANCELLED_WORKER = """\
+import os, sys
+from pathlib import Path
+from orchestrator.operations import cancel
+from orchestrator.store.markdown import MarkdownStore
+sys.stdin.read()
+cancel(MarkdownStore(Path(sys.argv[1])), os.environ["ORCH_ID"], actor="operator@test")
+"""
+
+
+def test_failed_blocked_and_cancelled_tasks_are_logged_counted_and_reported(tmp_path):
+    settings = config(WRITE_FILE, {"kind": "command", "argv": [PY, "-c", ASKING_SUPERVISOR]},
+                      retry={"max_attempts": 2, "backoff_base": 0.01})  # fmt: skip
+    settings["agents"]["broke"] = {"kind": "scripted", "steps": [{"say": "cannot build", "exit": 3}]}
+    settings["agents"]["gone"] = {"kind": "command", "argv": [PY, "-c", CANCELLED_WORKER, str(tmp_path / "QUEUE.md")]}
+    queue = job_repo(tmp_path, settings)
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps(task) + "\n" for task in [
+        {"id": "ok", "prompt": "p"}, {"id": "broke", "prompt": "p", "agent": "broke"},
+        {"id": "asks", "prompt": "p"}, {"id": "gone", "prompt": "p", "agent": "gone"},
+    ]))  # fmt: skip
+    package = plan(queue, "--name", "mixed", "--tasks", str(tasks))
+    job = package.job_id
+    orch(queue, "dispatch", str(package.order))
+    run_in_process(tmp_path, job)
+
+    events = log_events(package)
+    moves: dict[str, list[tuple[str, str]]] = {}
+    for actor, event, message in events:
+        moves.setdefault(actor, []).append((event, message))
+    start = ["PULLED", "ROUTED", "STARTED"]
+    assert [e for e, _ in moves["ok"]] == [*start, "STEP", "COMPLETED"]
+    assert [e for e, _ in moves["broke"]] == [*start, "RETRIED", *start, "FAILED"]
+    assert moves["broke"][-1][1] == "error:broke exited 3: cannot build"
+    assert [e for e, _ in moves["asks"]] == [*start, "STEP", "INTERVENTION"]
+    assert moves["asks"][-2][1] == "attempt 1 step 1: INTERVENTION_REQUIRED - which API key?"
+    assert moves["asks"][-1][1] == "intervention:which API key?"
+    assert [e for e, _ in moves["gone"]] == [*start, "CANCELED"]
+    assert moves["gone"][-1][1] == "cancelled"
+    assert events[-1] == ("SYSTEM", audit.JOB_COMPLETED,
+                          f"Job {job} finished. Success: 1/4, Failed: 1, Blocked: 2 (status failed)")  # fmt: skip
+
+    results = {r["id"]: r for r in map(json.loads, package.results.read_text().splitlines())}
+    assert {key: (r["status"], r["attempts"]) for key, r in results.items()} == {
+        f"{job}-ok": ("DONE", 1), f"{job}-broke": ("FAILED", 2), f"{job}-asks": ("BLOCKED", 1)}  # fmt: skip
+    assert results[f"{job}-broke"]["note"] == "error:broke exited 3: cannot build"
+    assert results[f"{job}-broke"]["branch"] == f"orch/{job}-broke/2"
+    assert all(RESULT_FIELDS <= set(r) for r in results.values())
+
+    order = package.read_order()
+    assert order["status"] == "failed" and order["execution"]["completed_at"]
+    assert [order["execution"][k] for k in SEED_EXECUTION_KEYS[2:]] == [4, 1, 1]
+    status = orch(queue, "job", "status", job)
+    assert status.exit_code == 0 and status.stderr == ""
+    assert "Status:    FAILED\n" in status.stdout
+    assert "Dispatched:  4\nBacklog:     0\nCompleted:   1\nFailed:      1\nProgress:    25.0%\n" in status.stdout
+    as_json = json.loads(orch(queue, "job", "status", job, "--json").stdout)
+    assert (as_json["status"], as_json["failed"], as_json["completed"]) == ("FAILED", 1, 1)
+    statuses = {item.id: item.status for item in MarkdownStore(queue).items()}
+    assert statuses == {f"{job}-ok": Status.DONE, f"{job}-broke": Status.FAILED,
+                        f"{job}-asks": Status.BLOCKED, f"{job}-gone": Status.BLOCKED}  # fmt: skip
