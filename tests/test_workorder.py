@@ -745,3 +745,35 @@ def test_failed_blocked_and_cancelled_tasks_are_logged_counted_and_reported(tmp_
     statuses = {item.id: item.status for item in MarkdownStore(queue).items()}
     assert statuses == {f"{job}-ok": Status.DONE, f"{job}-broke": Status.FAILED,
                         f"{job}-asks": Status.BLOCKED, f"{job}-gone": Status.BLOCKED}  # fmt: skip
+
+
+# Claude Code's `-p --output-format json` result object, with usage and cost; the supervisor
+# asks for another step once, so each of the two calls of each role adds its usage.
+FAKE_CLAUDE = """\
+import json, os, sys
+from pathlib import Path
+sys.stdin.read()
+worker, step = os.environ["ORCH_ROLE"] == "worker", int(os.environ["ORCH_STEP"])
+if worker:
+    Path("claude.txt").write_text("step " + str(step) + "\\n")
+    text, usage, cost = "edited claude.txt", {"input_tokens": 100, "output_tokens": 20}, 0.25
+else:
+    text = "VERDICT: CONTINUE once more" if step == 1 else "VERDICT: SUCCESS done"
+    usage, cost = {"input_tokens": 50, "output_tokens": 5}, 0.125
+print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": text,
+                  "num_turns": 1, "usage": usage, "total_cost_usd": cost}))
+"""
+
+
+def test_usage_and_cost_reported_by_the_agent_are_summed_into_the_result_line(tmp_path):
+    fake = {"kind": "claude", "argv": [PY, "-c", FAKE_CLAUDE]}
+    queue = job_repo(tmp_path, config(fake, fake))
+    package = plan(queue, "--name", "costly", "--count", "1")
+    orch(queue, "dispatch", str(package.order))
+    [outcome] = run_in_process(tmp_path, package.job_id)
+    assert (outcome.state, outcome.steps) == ("SUCCESS", 2)
+    [result] = [json.loads(line) for line in package.results.read_text().splitlines()]
+    assert result["usage"] == {"input_tokens": 300, "output_tokens": 50, "total_cost_usd": 0.75, "num_turns": 4}
+    assert result["cost_usd"] == 0.75
+    manifest = json.loads((tmp_path / ".orch/runs" / result["id"] / "1" / "job_manifest.json").read_text())
+    assert manifest["usage"] == result["usage"]
