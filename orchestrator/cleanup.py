@@ -83,7 +83,7 @@ def clean(store: Store, repo_root: Path, *, item_id: str | None = None, job: str
     job_ids = {item.id for item in store.items() if item.job == job} if job else None
     results = []
     for found_id, attempt, path in attempts(runtime):
-        if (item_id and found_id != item_id) or (job_ids is not None and found_id not in job_ids):
+        if (item_id and found_id.lower() != item_id.lower()) or (job_ids is not None and found_id not in job_ids):
             continue
         if not is_finished(store, runtime, found_id, attempt, path.name):
             continue

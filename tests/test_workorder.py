@@ -777,3 +777,33 @@ def test_usage_and_cost_reported_by_the_agent_are_summed_into_the_result_line(tm
     assert result["cost_usd"] == 0.75
     manifest = json.loads((tmp_path / ".orch/runs" / result["id"] / "1" / "job_manifest.json").read_text())
     assert manifest["usage"] == result["usage"]
+
+
+# --- cleanup and archive: only what was asked for -------------------------------------------
+
+
+def test_cleanup_of_one_id_removes_only_that_items_finished_worktrees(tmp_path):
+    flaky = {"kind": "scripted", "steps": [{"write": {"out.txt": "done\n"}, "on_attempt": {1: {"exit": 3}}}]}
+    settings = config(WRITE_FILE, retry={"max_attempts": 2, "backoff_base": 0.01})
+    settings["agents"]["flaky"] = flaky
+    queue = job_repo(tmp_path, settings)
+    with queue.open("a") as stream:
+        for item_id, agent in (("A", "flaky"), ("AA", ""), ("B", "")):
+            stream.write(f"| {item_id} | PENDING | t | | | 0 | | {agent} | | | |\n")
+    cfg = load_config(tmp_path)
+    store = open_store(queue=queue, policy=cfg.retry, lease=cfg.lease)
+    Runner(store, cfg, tmp_path, RunOptions(grace=1.0), lambda line: None).run()
+    worktrees = tmp_path / ".orch/worktrees"
+    assert sorted(str(p.relative_to(worktrees)) for p in worktrees.glob("*/*")) == ["A/1", "A/2", "AA/1", "B/1"]
+
+    dry = orch(queue, "cleanup", "--id", "a", "--dry-run")  # ids ignore case, here as everywhere
+    assert dry.stdout.splitlines() == [f"would remove {worktrees / 'A' / str(k)} (branch orch/A/{k} kept)"
+                                       for k in (1, 2)]  # fmt: skip
+    result = orch(queue, "cleanup", "--id", "A")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert result.stdout.splitlines() == [f"removed {worktrees / 'A' / str(k)} (branch orch/A/{k} kept)"
+                                          for k in (1, 2)]  # fmt: skip
+    assert sorted(str(p.relative_to(worktrees)) for p in worktrees.glob("*/*")) == ["AA/1", "B/1"]
+    assert git(tmp_path, "branch", "--list", "orch/*", "--format=%(refname:short)").split() == [
+        "orch/A/1", "orch/A/2", "orch/AA/1", "orch/B/1"]  # fmt: skip
+    assert orch(queue, "cleanup", "--id", "A").stdout == "nothing to clean up\n"
