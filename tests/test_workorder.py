@@ -13,6 +13,7 @@ import random
 import re
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -807,3 +808,53 @@ def test_cleanup_of_one_id_removes_only_that_items_finished_worktrees(tmp_path):
     assert git(tmp_path, "branch", "--list", "orch/*", "--format=%(refname:short)").split() == [
         "orch/A/1", "orch/A/2", "orch/AA/1", "orch/B/1"]  # fmt: skip
     assert orch(queue, "cleanup", "--id", "A").stdout == "nothing to clean up\n"
+
+
+def _finished_package(queue: Path, name: str, completed_at: float) -> Package:
+    """A dispatched work order whose tasks are DONE, marked completed at ``completed_at`` (local time)."""
+    package = plan(queue, "--name", name, "--count", "1")
+    orch(queue, "dispatch", str(package.order))
+    store = MarkdownStore(queue)
+    claim = store.claim("w1", lease=60, job=package.job_id)
+    store.complete(claim.item.id, "w1", attempt=claim.attempt)
+    order = workorder.refresh_counters(store, package)
+    order["execution"]["completed_at"] = workorder.local_now(completed_at)
+    package.write_order(order)
+    return package
+
+
+def test_archive_keeps_packages_and_done_rows_younger_than_the_cutoff_and_moves_older_ones(tmp_path):
+    from orchestrator.timeutil import now_iso
+
+    now, day, hour = time.time(), 86400.0, 3600.0
+    queue = job_queue(tmp_path)
+    young = _finished_package(queue, "young", now - 3 * day + hour)
+    old = _finished_package(queue, "old", now - 3 * day - hour)
+    with queue.open("a") as stream:
+        for item_id, started in (("YOUNG-1", now - 3 * day + hour), ("OLD-1", now - 3 * day - hour)):
+            stream.write(f"| {item_id} | DONE | t | | {now_iso(started)} | 1 | | | | | done:1 |\n")
+
+    result = orch(queue, "archive", "--older-than", "3")
+    assert result.exit_code == 0 and result.stderr == ""
+    archive_queue = tmp_path / "QUEUE.archive.md"
+    assert result.stdout == (f"moved 1 job package to jobs/archive/\n  - {old.job_id}\n"
+                             f"moved 2 DONE rows to {archive_queue}\n")  # fmt: skip
+    assert young.folder.is_dir() and not old.folder.exists()
+    assert (tmp_path / "jobs" / "archive" / old.job_id / "work_order.yaml").is_file()
+    assert [i.id for i in MarkdownStore(queue).items()] == [f"{young.job_id}-t001", "YOUNG-1"]
+    assert [i.id for i in MarkdownStore(archive_queue).items()] == [f"{old.job_id}-t001", "OLD-1"]
+
+
+@pytest.mark.parametrize(("offset", "moved"), [(-1.0, True), (0.0, False), (1.0, False)])
+def test_archive_cutoff_is_exact_to_the_second(tmp_path, offset, moved):
+    """Finished ``offset`` seconds after the cutoff: moved only when strictly older than DAYS."""
+    from orchestrator.archive import archive
+    from orchestrator.timeutil import now_iso
+
+    now, days = 2_000_000_000.0, 2.0
+    cutoff = now - days * 86400
+    queue = job_queue(tmp_path, f"| ROW-1 | DONE | t | | {now_iso(cutoff + offset)} | 1 | | | | | done:1 |\n")
+    package = _finished_package(queue, "edge", cutoff + offset)
+    report = archive(MarkdownStore(queue), tmp_path, queue, days, dry_run=True, now=now)
+    assert report.jobs == ([package.job_id] if moved else [])
+    assert ("ROW-1" in report.rows) is moved
