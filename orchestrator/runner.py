@@ -9,7 +9,8 @@ running attempts (the markdown store then applies concurrent claims in one
 write) instead of queueing behind one claiming thread; the main thread fills
 slots left empty and decides when the run is over. A heartbeat thread keeps
 every lease alive and stops an attempt whose lease was lost (cancelled or
-reaped). Agents left by a runner that died are stopped at start-up.
+reaped); a step with no agent process (an HTTP model) also watches its item
+(``stepwatch``). Agents left by a runner that died are stopped at start-up.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from orchestrator.errors import (
 from orchestrator.manifest import JobManifest
 from orchestrator.model import NOTE_SEPARATOR, Claim, Item, Status
 from orchestrator.procs import ProcessRegistry
+from orchestrator.stepwatch import cancel_when
 from orchestrator.store.base import Store
 from orchestrator.verdict import CONTINUE, INTERVENTION, SUCCESS, Verdict, read_verdict
 from orchestrator.workorder import task_prompt
@@ -521,8 +524,10 @@ class Attempt:
             prompt_file, folder / f"{role}.log", self._verdict_file(step), self.cancel, job_left_s=left,
         )  # fmt: skip
         result = None
+        in_process = getattr(agent, "runs_in_process", False)  # no process that `orch cancel` could stop
         try:
-            result = agent.step(request)
+            with cancel_when(self._taken, self.cancel) if in_process else nullcontext():
+                result = agent.step(request)
         except AgentTimeoutError as error:
             if left < spec_timeout or error.whole_job:
                 seconds = self._job_timeout()
@@ -548,15 +553,18 @@ class Attempt:
         """Raise ``AgentCancelledError`` if an operator or the reaper took the item away."""
         if self.cancel.is_set():
             raise AgentCancelledError("cancelled")
-        if not ask_store:
-            return
+        taken = self._taken() if ask_store else None
+        if taken is not None:
+            self.cancel.set()
+            raise AgentCancelledError(f"the item is {taken.status.value} now")
+
+    def _taken(self) -> Item | None:
+        """The item as the store has it, if it is no longer this attempt's (cancelled, reaped); else None."""
         try:
             item = self.store.get(self.item.id)
-        except OrchError:
-            return
-        if item.status is not Status.IN_PROGRESS or item.owner != self.owner:
-            self.cancel.set()
-            raise AgentCancelledError(f"the item is {item.status.value} now")
+        except OrchError:  # the store cannot say now: the heartbeat's fence still holds
+            return None
+        return item if item.status is not Status.IN_PROGRESS or item.owner != self.owner else None
 
     def _diff_stat(self) -> str:
         return stage_all(self.worktree.path)

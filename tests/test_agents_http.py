@@ -28,6 +28,7 @@ from orchestrator.config import parse_config
 from orchestrator.errors import AgentCancelledError, AgentError, AgentTimeoutError, ConfigError
 from orchestrator.model import Status
 from orchestrator.verdict import INTERVENTION, SUCCESS, VERDICTS, read_verdict
+from tests.conftest import run_orch
 from tests.runs import config, git, make_repo, row, runner
 
 BOUND = 10.0  # the longest any single wait here may take
@@ -403,6 +404,30 @@ def test_a_cancel_mid_request_returns_at_once_and_closes_the_connection(tmp_path
     helper.join(BOUND)
     assert returned - moments["cancelled"] < 1.0
     assert server.closed.wait(2.0)
+
+
+@pytest.mark.parametrize("backend", ["markdown", "sqlite"])
+def test_orch_cancel_from_another_process_stops_a_running_http_step_and_closes_the_request(tmp_path, server, backend):
+    server.play({"hang": True})
+    repo = tmp_path / "repo"
+    make_repo(repo, [row("A-1")], config(model("openai", server), model("openai", server)))
+    run = runner(repo, backend=backend)  # lease 300 s: a heartbeat would notice only after 100 s
+    outcomes: list = []
+    thread = threading.Thread(target=lambda: outcomes.extend(run.run()), daemon=True)
+    thread.start()
+    try:
+        assert server.received.wait(BOUND)
+        where = ["--db", "queue.db"] if backend == "sqlite" else []
+        cancelled = run_orch(*where, "cancel", "--id", "A-1", cwd=repo, timeout=30)
+        assert (cancelled.returncode, cancelled.stdout, cancelled.stderr) == (0, "A-1 -> BLOCKED\n", "")
+        assert server.closed.wait(2.0), "the request was not closed within 2 s of the cancel"
+    finally:
+        server.release.set()
+        thread.join(BOUND)
+    [outcome] = outcomes
+    assert outcome.state == states.CANCELED
+    assert run.store.get("A-1").note_list() == ["cancelled_by_operator"]
+    assert manifest(repo)["state"] == "CANCELED"
 
 
 def test_a_cancel_during_a_rate_limit_wait_returns_at_once(tmp_path, server):
