@@ -36,6 +36,13 @@ Prose after the table.
 """
 
 
+PG_DSN = os.environ.get("ORCH_TEST_PG_DSN") or None
+REQUIRE_PG = os.environ.get("ORCH_REQUIRE_PG") == "1"
+"""The test run's own settings, read once as pytest loads this file: ``_isolated_env`` deletes every ORCH_*
+variable before each test, and a fixture set up inside a test (``request.getfixturevalue``, as the contract
+``store`` does) would no longer see them. So any subset of the tests behaves like the whole suite."""
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path_factory):
     """No ORCH_* setting from the developer's shell leaks into a test."""
@@ -87,13 +94,12 @@ def run_orch(*args: str, cwd: Path | None = None, timeout: float = 60, **kwargs)
 def pg_server():
     """A PostgreSQL server DSN: ORCH_TEST_PG_DSN, else a throwaway cluster; skipped when neither exists,
     unless ORCH_REQUIRE_PG=1 (as in CI), where a missing server fails the tests."""
-    dsn = os.environ.get("ORCH_TEST_PG_DSN")
-    if dsn:
-        yield dsn
+    if PG_DSN:
+        yield PG_DSN
         return
     from tests.pgcluster import Cluster, server_bin
 
-    required = os.environ.get("ORCH_REQUIRE_PG") == "1"
+    required = REQUIRE_PG
     try:
         import psycopg  # noqa: F401
     except ImportError:

@@ -38,7 +38,7 @@ from orchestrator.model import Item, Policy, Status
 from orchestrator.store.markdown import MarkdownStore
 from orchestrator.store.postgres import CHANNEL, MIGRATIONS, PostgresStore  # imports psycopg on first use only
 from orchestrator.store.sqlite import SqliteStore
-from tests.conftest import orch_argv, run_orch
+from tests.conftest import ROOT, orch_argv, run_orch
 from tests.runs import PY, config, git, make_repo
 from tests.stores import FULL_HEADER
 from tests.workers import env, finish, popen, read_line, reaped_at_exit, started_together
@@ -838,3 +838,24 @@ def test_a_bad_dsn_gives_one_error_line_that_says_why(bad_dsn_runs):
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("error: cannot reach PostgreSQL at 127.0.0.1:1/queue: ")
     assert "refused" in done.stderr
+
+
+# --- the test harness ------------------------------------------------------------------------------
+
+
+def _databases(dsn: str) -> set[str]:
+    with _admin(dsn) as conn:
+        return {name for (name,) in conn.execute("SELECT datname FROM pg_database").fetchall()}
+
+
+def test_a_contract_test_run_on_its_own_uses_the_server_the_environment_names(pg_server):
+    """Its ``store`` fixture asks for ``pg_dsn`` inside the test, after ``_isolated_env`` deleted every ORCH_*
+    variable: ORCH_TEST_PG_DSN and ORCH_REQUIRE_PG must have been read before, or it starts a cluster of its
+    own (or skips, where there is none) instead of using the server CI named."""
+    node = "tests/test_store_contract.py::test_an_unknown_id_is_not_found[postgres]"
+    before = _databases(pg_server)
+    named = {**os.environ, "PYTHONPATH": str(ROOT), "ORCH_TEST_PG_DSN": pg_server, "ORCH_REQUIRE_PG": "1"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node], cwd=ROOT,
+                          env=named, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
+    assert len(_databases(pg_server) - before) == 1, "its fresh database is not on the named server"

@@ -41,6 +41,7 @@ from tests.runs import PY
 
 CHROMIUM = os.environ.get("ORCH_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("ORCH_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
+REQUIRE_BROWSER = os.environ.get("ORCH_REQUIRE_BROWSER") == "1"  # read on import, before the env isolation
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C key of an element reference
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 WAIT = 20.0  # seconds: the bound of every wait
@@ -129,7 +130,7 @@ class Browser:
 def browser(tmp_path_factory):
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not (path and os.access(path, os.X_OK))]
     if missing:
-        if os.environ.get("ORCH_REQUIRE_BROWSER") == "1":
+        if REQUIRE_BROWSER:
             pytest.fail(f"ORCH_REQUIRE_BROWSER=1 but {', '.join(missing)} is missing (apt-get install chromium "
                         "chromium-driver)")  # fmt: skip
         pytest.skip(f"no browser here ({', '.join(missing)} missing); ORCH_REQUIRE_BROWSER=1 makes this a failure")
