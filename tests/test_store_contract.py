@@ -213,6 +213,27 @@ def test_release_gives_the_item_back_with_the_attempt_counted(store):
     assert store.claim("w2", lease=LEASE, now=T0).attempt == 2
 
 
+def test_fail_block_and_release_by_another_owner_or_a_stale_attempt_are_fenced_off(store):
+    add(store, "fail", "block", "release")
+    for _ in range(3):
+        store.claim("w", lease=LEASE, now=T0)
+    assert len(store.reap(now=T0 + LEASE)) == 3  # each backs off 9-11 s, then "w" claims it again: attempt 2
+    for _ in range(3):
+        assert store.claim("w", lease=LEASE, now=T0 + LEASE + 20).attempt == 2
+    reports = {
+        "fail": lambda owner, attempt: store.fail("fail", owner, note="error:x", attempt=attempt, now=T0 + LEASE + 21),
+        "block": lambda owner, attempt: store.block("block", owner, note="intervention:x", attempt=attempt),
+        "release": lambda owner, attempt: store.release("release", owner, attempt=attempt),
+    }
+    before = {item_id: (store.get(item_id), store.events(item_id), store.lease_until(item_id)) for item_id in reports}
+    for item_id, report in reports.items():
+        for owner, attempt in (("intruder", None), ("intruder", 2), ("w", 1), ("w", 3)):
+            with pytest.raises(LeaseLostError):
+                report(owner, attempt)
+            assert (store.get(item_id), store.events(item_id), store.lease_until(item_id)) == before[item_id]
+    assert [report("w", 2).status for report in reports.values()] == [Status.PENDING, Status.BLOCKED, Status.PENDING]
+
+
 def test_cancelling_a_running_item_fences_its_worker(store):
     add(store, "a")
     store.claim("w", lease=LEASE, now=T0)
