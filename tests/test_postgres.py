@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import operations
 from orchestrator.errors import LeaseLostError, SchemaError
 from orchestrator.model import Item, Policy, Status
 from orchestrator.store.markdown import MarkdownStore
@@ -420,6 +421,42 @@ def test_a_dependent_added_while_its_prerequisite_completes_still_becomes_runnab
     with _admin(pg_dsn) as conn:
         count = conn.execute("SELECT unfinished_deps FROM items WHERE id = 'B'").fetchone()[0]
     assert taken is not None and taken.item.id == "B", f"B is PENDING, A is DONE, yet unfinished_deps = {count}"
+
+
+def _unfinished(dsn: str) -> dict[str, int]:
+    """Each item's maintained count of unfinished prerequisites (the column the claim reads)."""
+    with _admin(dsn) as conn:
+        return dict(conn.execute("SELECT id, unfinished_deps FROM items ORDER BY seq").fetchall())
+
+
+def test_the_unfinished_prerequisite_count_follows_every_change_of_a_prerequisite(store, pg_dsn):
+    store.add([Item("A"), Item("C")], actor="test")
+    store.add([Item("B", depends_on=("a", "C"))], actor="test")
+    assert _unfinished(pg_dsn) == {"A": 0, "C": 0, "B": 2}
+    for item_id in ("A", "C"):
+        claim = store.claim("w", lease=LEASE, now=T0, item_id=item_id)
+        store.complete(item_id, "w", attempt=claim.attempt, now=T0)
+    assert _unfinished(pg_dsn) == {"A": 0, "C": 0, "B": 0}
+    operations.replan(store, "A", "redo it")  # a DONE prerequisite back to PENDING: B waits again
+    assert _unfinished(pg_dsn)["B"] == 1
+    assert store.claim("w", lease=LEASE, now=T0, item_id="B") is None
+    claim = store.claim("w", lease=LEASE, now=T0, item_id="A")
+    store.complete("A", "w", attempt=claim.attempt, now=T0)
+    assert _unfinished(pg_dsn)["B"] == 0
+    store.upsert([Item("C", Status.FAILED, attempts=1)], actor="test")  # an import that undoes a DONE
+    assert _unfinished(pg_dsn)["B"] == 1
+    store.upsert([Item("B", depends_on=("A",))], actor="test")  # new prerequisites: counted afresh
+    assert _unfinished(pg_dsn)["B"] == 0
+    assert store.claim("w", lease=LEASE, now=T0, item_id="B").item.id == "B"
+
+
+def test_the_claim_reads_the_count_and_never_scans_the_prerequisites(store, pg_dsn):
+    store.add([Item("A")], actor="test")
+    store.add([Item("B", depends_on=("A",))], actor="test")
+    assert store.claim("w", lease=LEASE, now=T0, item_id="B") is None
+    with _admin(pg_dsn) as conn:  # a count of 0 while A is still PENDING: only a claim that trusts it takes B
+        conn.execute("UPDATE items SET unfinished_deps = 0 WHERE id = 'B'")
+    assert store.claim("w", lease=LEASE, now=T0, item_id="B").item.id == "B"
 
 
 # --- migrations --------------------------------------------------------------------------------------
