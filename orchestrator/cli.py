@@ -645,23 +645,28 @@ def edit(app: App) -> None:
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=8765, show_default=True,
               help="Port to listen on (0: any free port).")  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--allow-remote", is_flag=True, help="Allow an address other than 127.0.0.1 (a token is still needed).")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow an address other than 127.0.0.1 (then every page needs the token too).")  # fmt: skip
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Another name the dashboard answers to, as in the Host header (repeatable).")  # fmt: skip
 @click.option("--read-only", is_flag=True, help="Show, but offer no actions.")
 @pass_app
-def serve(app: App, port: int, host: str, allow_remote: bool, read_only: bool) -> None:
+def serve(app: App, port: int, host: str, allow_remote: bool, allowed_hosts: tuple[str, ...], read_only: bool) -> None:
     """A live web dashboard of the queue, the work orders and every attempt, on 127.0.0.1.
 
     Actions (cancel, retry, replan, reassign) need the page's per-process
-    token and are recorded as operator@web.
+    token and are recorded as operator@web. With --allow-remote on another
+    address, pages, the API and the live stream need it too: open the printed
+    address (it carries ?token= once, which becomes an HttpOnly cookie).
     """
-    from orchestrator.web.server import Dashboard, make_server
+    from orchestrator.web.server import LOOPBACK, Dashboard, make_server
 
-    if host not in ("127.0.0.1", "localhost", "::1") and not allow_remote:
+    if host not in LOOPBACK and not allow_remote:
         raise click.UsageError(f"--host {host} would let other machines in: add --allow-remote to mean it")
     app.store.counts()  # fail now, not on the first request, if the queue cannot be read
-    dashboard = Dashboard(app.root, lambda: _fresh_store(app), app.config, host, port, read_only)
+    dashboard = Dashboard(app.root, lambda: _fresh_store(app), app.config, host, port, read_only, allowed_hosts)
     server = make_server(dashboard)
-    click.echo(f"orch dashboard on http://{host}:{dashboard.port}/ (Ctrl-C stops it)")
+    click.echo(f"orch dashboard on {dashboard.url()} (Ctrl-C stops it)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,19 @@ def run_orch(*args: str, cwd: Path | None = None, timeout: float = 60, **kwargs)
     """Run ``orch`` as a real process and capture its output."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(orch_argv(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
+
+
+def real_address() -> str:
+    """This machine's address on its default route (a UDP connect sends nothing); skip when it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            pytest.skip("no network address here besides loopback")
+        address = probe.getsockname()[0]
+    if address.startswith("127.") or address == "0.0.0.0":
+        pytest.skip("no network address here besides loopback")
+    return address
 
 
 @pytest.fixture(scope="session")

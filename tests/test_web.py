@@ -38,7 +38,7 @@ from orchestrator.store.sqlite import SqliteStore
 from orchestrator.web import live
 from orchestrator.web import server as web
 from orchestrator.workorder import Package
-from tests.conftest import ROOT, orch_argv
+from tests.conftest import ROOT, orch_argv, real_address
 from tests.runs import PY
 
 HEADER = (
@@ -122,12 +122,13 @@ class Served:
         self.thread.join(WAIT)
 
 
-def serve(root: Path, *, read_only: bool = False) -> Served:
-    """The dashboard ``orch --queue ROOT/QUEUE.md serve --port 0`` would run, in a thread."""
+def serve(root: Path, **options) -> Served:
+    """The dashboard ``orch --queue ROOT/QUEUE.md serve --port 0`` would run, in a thread (``options``: the
+    Dashboard's, e.g. ``read_only``, ``host``, ``extra_hosts``)."""
     cfg = load_config(root)
     queue = root / "QUEUE.md"
     dashboard = web.Dashboard(root, lambda: open_store(queue=queue, policy=cfg.retry, lease=cfg.lease), cfg,
-                              read_only=read_only)  # fmt: skip
+                              **options)  # fmt: skip
     server = web.make_server(dashboard)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -166,6 +167,7 @@ class Stream:
     port: int
     last_id: str | None = None
     host: str | None = None
+    extra: tuple[str, ...] = ()  # more header lines, e.g. a cookie
     sock: socket.socket = field(init=False)
     status: int = field(init=False, default=0)
     headers: dict = field(init=False, default_factory=dict)
@@ -177,6 +179,7 @@ class Stream:
         lines = ["GET /api/stream HTTP/1.1", f"Host: {host}", "Accept: text/event-stream"]
         if self.last_id is not None:
             lines.append(f"Last-Event-ID: {self.last_id}")
+        lines.extend(self.extra)
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         head = self._read_until(b"\r\n\r\n", time.monotonic() + WAIT)
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
@@ -745,6 +748,13 @@ def test_the_421_answer_does_not_give_away_the_token(guarded):
         assert answer.status_code == 421 and guarded.token not in answer.text
 
 
+def test_a_loopback_dashboard_shows_its_pages_without_a_token_and_sets_no_cookie(guarded):
+    for path in ("/", "/?token=wrong", "/api/status", "/item/A-1"):
+        answer = guarded.get(path)
+        assert answer.status_code == 200 and "set-cookie" not in answer.headers, path
+    assert Stream(guarded.port).status == 200
+
+
 def test_read_only_mode_refuses_every_action_and_offers_none(tmp_path, dashboards):
     write_repo(tmp_path, [row("A-1"), row("A-2", "FAILED", attempts=1)], settings())
     served = dashboards(tmp_path, read_only=True)
@@ -899,27 +909,33 @@ def test_streams_over_the_limit_are_503(tmp_path, dashboards, streams, monkeypat
 @dataclass
 class Process:
     popen: subprocess.Popen
-    url: str
+    url: str  # http://127.0.0.1:PORT/, where to reach it from here
     port: int
+    printed: str = ""  # the address it printed
+    token: str = ""  # the token in that address (on a remote bind)
 
 
-def start_serve(cwd: Path, *args: str) -> Process:
-    popen = subprocess.Popen(orch_argv(*args, "serve", "--port", "0"), cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+def start_serve(cwd: Path, *args: str, serve: tuple[str, ...] = ()) -> Process:
+    """``orch ARGS serve --port 0 SERVE``; without ``serve`` options it must print a loopback address."""
+    argv = orch_argv(*args, "serve", "--port", "0", *serve)
+    popen = subprocess.Popen(argv, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)  # fmt: skip
     line = popen.stdout.readline()  # click.echo flushes: the line comes as soon as the port is bound
-    found = re.match(r"orch dashboard on (http://127\.0\.0\.1:(\d+)/) \(Ctrl-C stops it\)$", line.strip())
-    if not found:
+    found = re.match(r"orch dashboard on (http://([^/]+):(\d+)/(?:\?token=([\w-]+))?) \(Ctrl-C stops it\)$",
+                     line.strip())  # fmt: skip
+    if not found or (not serve and found.group(2) != "127.0.0.1"):
         popen.kill()
         pytest.fail(f"orch serve printed {line!r}; stderr: {popen.communicate(timeout=WAIT)[1]}")
-    return Process(popen, found.group(1), int(found.group(2)))
+    port = int(found.group(3))
+    return Process(popen, f"http://127.0.0.1:{port}/", port, found.group(1), found.group(4) or "")
 
 
 @pytest.fixture
 def processes():
     started: list[Process] = []
 
-    def start(cwd: Path, *args: str) -> Process:
-        started.append(start_serve(cwd, *args))
+    def start(cwd: Path, *args: str, serve: tuple[str, ...] = ()) -> Process:
+        started.append(start_serve(cwd, *args, serve=serve))
         return started[-1]
 
     yield start
@@ -986,3 +1002,84 @@ def test_serve_refuses_a_queue_it_cannot_read_before_listening(tmp_path):
         if popen.poll() is None:
             popen.send_signal(signal.SIGINT)
             popen.communicate(timeout=WAIT)
+
+
+# --- a remote bind: --allow-remote --host 0.0.0.0 -------------------------------------------------
+
+
+@pytest.fixture
+def remote(tmp_path, dashboards) -> Served:
+    write_repo(tmp_path, [row("A-1"), row("A-2")], settings())
+    return dashboards(tmp_path, host="0.0.0.0", extra_hosts=("Dash.Example",))
+
+
+def cookie_of(served: Served, token: str | None = None) -> str:
+    return f"orch-{served.port}={served.token if token is None else token}"
+
+
+def test_a_remote_dashboard_shows_nothing_without_its_token(remote):
+    before = remote.queue.read_bytes()
+    paths = ["/", "/item/A-1", "/api/status", "/api/items", "/api/items/A-1", "/charts/progress.svg", "/nothing"]
+    for path in paths:
+        for headers in ({}, {"Cookie": cookie_of(remote, "wrong")}, {"Cookie": f"orch-1={remote.token}"},
+                        {"X-Orch-Token": "wrong"}):  # fmt: skip
+            answer = remote.get(path, headers=headers)
+            assert answer.status_code == 403 and remote.token not in answer.text, (path, headers)
+        assert remote.get(f"{path}?token=wrong").status_code == 403
+    assert Stream(remote.port).status == 403
+    assert Stream(remote.port, extra=(f"Cookie: {cookie_of(remote, 'wrong')}",)).status == 403
+    assert remote.post("/api/items/A-1/cancel", token="").status_code == 403
+    assert unchanged(remote, before)
+
+
+def test_a_remote_dashboards_token_url_sets_an_httponly_cookie_that_opens_pages_api_and_stream(remote):
+    first = remote.get(f"/item/A-1?token={remote.token}&x=1")
+    assert first.status_code == 303 and first.headers["location"] == "/item/A-1?x=1"
+    cookie = first.headers["set-cookie"]
+    assert cookie.startswith(cookie_of(remote) + ";")
+    assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= {part.strip() for part in cookie.split(";")}
+    with httpx.Client(base_url=remote.url, timeout=WAIT) as browser:
+        board = browser.get(f"/?token={remote.token}", follow_redirects=True)
+        assert board.status_code == 200 and str(board.url) == remote.url + "/"
+        assert assert_safe_html(board).rows == ["A-1", "A-2"]
+        for path in ("/item/A-1", "/api/status", "/api/items/A-1", "/charts/progress.svg", "/static/app.js"):
+            assert browser.get(path).status_code == 200, path
+    assert remote.get("/api/status", headers={"X-Orch-Token": remote.token}).status_code == 200  # a script's way
+    stream = Stream(remote.port, extra=(f"Cookie: {cookie_of(remote)}",))
+    try:
+        assert stream.status == 200 and stream.next().kind == "hello"
+    finally:
+        stream.close()
+    assert remote.post("/api/items/A-1/cancel").json()["status"] == "BLOCKED"
+
+
+def test_a_remote_dashboard_answers_to_the_machines_address_and_name_and_allowed_hosts(remote):
+    address, port = real_address(), remote.port
+    by_address = httpx.get(f"http://{address}:{port}/api/status", headers={"X-Orch-Token": remote.token},
+                           timeout=WAIT)  # fmt: skip
+    assert by_address.status_code == 200 and by_address.json()["summary"]["PENDING"] == 2
+    assert httpx.get(f"http://{address}:{port}/?token={remote.token}", timeout=WAIT).status_code == 303
+    for host in (socket.gethostname(), "dash.example", "DASH.EXAMPLE", "0.0.0.0", "127.0.0.1"):
+        answer = remote.get("/api/status", headers={"Host": f"{host}:{port}", "X-Orch-Token": remote.token})
+        assert answer.status_code == 200, host
+    for host in ("evil.example", f"{address}.evil.example", address, "dash.example"):
+        answer = remote.get("/api/status", headers={"Host": f"{host}:{port + 1}", "X-Orch-Token": remote.token})
+        assert answer.status_code == 421, host
+    assert remote.get("/", headers={"Host": f"evil.example:{port}"}).status_code == 421
+
+
+def test_orch_serve_on_all_addresses_prints_its_token_url_and_guards_every_page(tmp_path, processes):
+    queue = write_repo(tmp_path, [row("A-1")], settings())
+    served = processes(tmp_path, "--queue", str(queue), serve=("--allow-remote", "--host", "0.0.0.0",
+                                                             "--allowed-host", "dash.example"))  # fmt: skip
+    assert served.printed == f"http://{socket.gethostname()}:{served.port}/?token={served.token}"
+    assert len(served.token) >= 32
+    address = real_address()
+    assert httpx.get(f"http://{address}:{served.port}/", timeout=WAIT).status_code == 403
+    with httpx.Client(timeout=WAIT) as browser:
+        board = browser.get(f"http://{address}:{served.port}/?token={served.token}", follow_redirects=True)
+        assert board.status_code == 200 and str(board.url) == f"http://{address}:{served.port}/"
+        assert browser.get(f"http://{address}:{served.port}/api/items").json()["items"][0]["id"] == "A-1"
+    answer = httpx.get(f"http://127.0.0.1:{served.port}/api/status", timeout=WAIT,
+                       headers={"Host": f"dash.example:{served.port}", "X-Orch-Token": served.token})  # fmt: skip
+    assert answer.status_code == 200

@@ -36,7 +36,7 @@ from orchestrator.procs import ProcessRegistry, group_alive
 from orchestrator.store import open_store
 from orchestrator.store.markdown import MarkdownStore
 from orchestrator.web import server as web
-from tests.conftest import ROOT, orch_argv
+from tests.conftest import ROOT, orch_argv, real_address
 from tests.runs import PY
 
 CHROMIUM = os.environ.get("ORCH_CHROMIUM", "/usr/bin/chromium")
@@ -378,6 +378,32 @@ def test_a_page_refused_a_stream_falls_back_to_polling(tmp_path, browser, monkey
         wait_until(lambda: browser.text("#live") == "polling", "the page to fall back to polling", timeout=3)
         operations.cancel(MarkdownStore(queue), "P-1")
         wait_until(lambda: statuses(browser).get("P-1") == "BLOCKED", "a poll to show the change", timeout=6)
+    finally:
+        server.shutdown()
+        dashboard.hub.stop()
+        server.server_close()
+        thread.join(10)
+
+
+def test_a_remote_dashboard_opened_by_its_token_url_keeps_the_token_in_an_httponly_cookie_and_stays_live(
+    tmp_path, browser
+):
+    queue = make_repo(tmp_path, [row("T-1"), row("T-2")], {"kind": "command", "argv": [PY, "-c", "pass"]})
+    config = load_config(tmp_path)
+    dashboard = web.Dashboard(tmp_path, lambda: open_store(queue=queue, policy=config.retry), config, host="0.0.0.0")
+    server = web.make_server(dashboard)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    base = f"http://{real_address()}:{dashboard.port}/"
+    try:
+        browser.open(base)
+        assert browser.js("return document.title").startswith("403")
+        browser.open(f"{base}?status=PENDING&token={dashboard.token}")
+        assert browser.js("return location.href") == f"{base}?status=PENDING"  # the token left the address bar
+        wait_until(lambda: browser.text("#live") == "live", "the event stream to connect with the cookie")
+        assert browser.js("return document.cookie") == ""  # HttpOnly: no script reads it
+        operations.cancel(MarkdownStore(queue), "T-1")
+        wait_until(lambda: "T-1" not in statuses(browser), "the filtered board to drop the cancelled row live")
     finally:
         server.shutdown()
         dashboard.hub.stop()

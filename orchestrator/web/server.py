@@ -6,7 +6,13 @@ so it guards itself:
 
 - it binds 127.0.0.1 unless ``--allow-remote``, and a POST always needs the
   per-process token (the page carries it; ``X-Orch-Token``);
-- a Host header not on the allowlist gets 421 (against DNS rebinding);
+- on any other address every request needs the token, pages and the event
+  stream too: the URL ``orch serve`` prints carries it once (``?token=``), which
+  sets an HttpOnly, SameSite=Strict cookie and redirects to the same page
+  without it; so reaching the port is not enough to read the page's token;
+- a Host header not on the allowlist gets 421 (against DNS rebinding); on a
+  non-loopback bind the list also has the address the request came in on, the
+  machine's name and every ``--allowed-host``;
 - cross-site requests are refused by Origin and Sec-Fetch-Site;
 - a content security policy allows no inline script, and every text an agent
   or a person wrote is escaped;
@@ -18,13 +24,16 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import cache
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
 from orchestrator import operations
 from orchestrator.errors import AbsentError, BadInputError, OrchError, RefusedError
@@ -40,7 +49,14 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+
+
+@cache
+def machine_names() -> tuple[str, ...]:
+    """This machine's host name and fully qualified name (looked up once: a lookup may ask DNS)."""
+    return (socket.gethostname(), socket.getfqdn())
 
 
 @dataclass
@@ -53,6 +69,7 @@ class Dashboard:
     host: str = "127.0.0.1"
     port: int = 0
     read_only: bool = False
+    extra_hosts: tuple[str, ...] = ()  # --allowed-host: more names the dashboard answers for
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     hub: Hub | None = None
     streams: int = 0
@@ -68,9 +85,29 @@ class Dashboard:
             self.local.store = self.open_store()
         return self.local.store
 
-    def allowed_hosts(self, port: int) -> set[str]:
-        names = {"127.0.0.1", "localhost", "[::1]", self.host}
-        return {f"{name}:{port}" for name in names} | ({self.host} if port in (80, 443) else set())
+    @property
+    def remote(self) -> bool:
+        """Bound to an address other machines can reach: every request then needs the token."""
+        return self.host not in LOOPBACK
+
+    @property
+    def cookie(self) -> str:
+        return f"orch-{self.port}"  # a browser keeps cookies per host, not per port: one per dashboard
+
+    def allowed_hosts(self, port: int, local: str = "") -> set[str]:
+        """Host headers answered; ``local`` is the address the request came in on (on a remote bind)."""
+        names = {"127.0.0.1", "localhost", "[::1]", self.host, *self.extra_hosts}
+        if self.remote:
+            names |= {*machine_names(), f"[{local}]" if ":" in local else local} - {""}
+        names = {name.lower() for name in names}
+        return {f"{name}:{port}" for name in names} | (names if port in (80, 443) else set())
+
+    def url(self) -> str:
+        """Where to open the dashboard; on a remote bind with the token, which the first visit turns into a
+        cookie."""
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/" + (f"?{urlencode({'token': self.token})}" if self.remote else "")
 
     def sources(self) -> dict[str, object]:
         """Fingerprints of what the pages show: the queue, the runs, each job's files."""
@@ -135,6 +172,8 @@ class Handler(BaseHTTPRequestHandler):
         self.query = {k: v[0] for k, v in parse_qs(url.query).items()}
         try:
             self._check_host()
+            if self.dashboard.remote and self._sign_in(method, url):
+                return
             for verb, pattern, name in ROUTES:
                 match = pattern.match(url.path)
                 if match and verb == method:
@@ -163,8 +202,32 @@ class Handler(BaseHTTPRequestHandler):
 
     def _check_host(self) -> None:
         host = self.headers.get("Host", "")
-        if host not in self.dashboard.allowed_hosts(self.server.server_address[1]):
+        local = self.connection.getsockname()[0] if self.dashboard.remote else ""
+        if host.lower() not in self.dashboard.allowed_hosts(self.server.server_address[1], local):
             raise Refused(421, f"this server does not answer for host {host!r}")
+
+    def _is_token(self, sent: str) -> bool:
+        return secrets.compare_digest(sent.encode("latin-1", "replace"), self.dashboard.token.encode())
+
+    def _sign_in(self, method: str, url) -> bool:
+        """A remote bind's gate: the cookie, the X-Orch-Token header, or ``?token=`` on a GET, which sets the
+        cookie and redirects to the same address without it (True: answered)."""
+        d = self.dashboard
+        try:
+            jar = SimpleCookie(self.headers.get("Cookie", ""))
+        except CookieError:
+            jar = SimpleCookie()
+        if d.cookie in jar and self._is_token(jar[d.cookie].value):
+            return False
+        if "X-Orch-Token" in self.headers and self._is_token(self.headers["X-Orch-Token"]):
+            return False
+        if method == "GET" and "token" in self.query and self._is_token(self.query["token"]):
+            rest = urlencode([(k, v) for k, v in parse_qsl(url.query, keep_blank_values=True) if k != "token"])
+            cookie = f"{d.cookie}={d.token}; Path=/; HttpOnly; SameSite=Strict"
+            self._send(303, b"", "text/plain", {"Location": url.path + (f"?{rest}" if rest else ""),
+                                               "Set-Cookie": cookie})  # fmt: skip
+            return True
+        raise Refused(403, "this dashboard needs its token: open the address orch serve printed (with ?token=)")
 
     def _check_post(self) -> None:
         if self.dashboard.read_only:
@@ -175,8 +238,7 @@ class Handler(BaseHTTPRequestHandler):
         origin = self.headers.get("Origin")
         if origin is not None and urlsplit(origin).netloc != self.headers.get("Host"):
             raise Refused(403, "cross-origin request refused")
-        sent = self.headers.get("X-Orch-Token", "").encode("latin-1", "replace")
-        if not secrets.compare_digest(sent, self.dashboard.token.encode()):
+        if not self._is_token(self.headers.get("X-Orch-Token", "")):
             raise Refused(403, "missing or wrong X-Orch-Token")
 
     def _body(self) -> dict:
