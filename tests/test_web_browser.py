@@ -32,6 +32,7 @@ import yaml
 
 from orchestrator import operations
 from orchestrator.config import load_config
+from orchestrator.errors import NotEligibleError
 from orchestrator.procs import ProcessRegistry, group_alive
 from orchestrator.store import open_store
 from orchestrator.store.markdown import MarkdownStore
@@ -314,6 +315,31 @@ def test_cancel_on_a_running_items_page_blocks_it_and_stops_its_agent(tmp_path, 
     assert [e.actor for e in MarkdownStore(queue).events("C-1") if e.event == "CANCELED"] == ["operator@web"]
     assert registry.entries() == []
     wait_until(lambda: "cancelled_by_operator" in (browser.text("#notes") or ""), "the note on the page")
+
+
+def test_an_illegal_action_shows_the_409_reason_on_the_page(tmp_path, browser, serve):
+    quiet = {"kind": "command", "argv": [PY, "-c", "pass"]}
+    queue = make_repo(tmp_path, [row("D-1", "shipped already", "DONE"), row("D-2")], quiet)
+    copy = tmp_path / "copy" / "QUEUE.md"
+    copy.parent.mkdir()
+    copy.write_bytes(queue.read_bytes())
+    with pytest.raises(NotEligibleError) as refused:  # the reason the CLI gives, on a copy of the queue
+        operations.retry(MarkdownStore(copy), "D-1")
+    url = serve(tmp_path)
+    before = queue.read_bytes()
+    browser.open(f"{url}item/D-1")
+    wait_until(lambda: browser.text("#live") == "live", "the event stream to connect")
+    browser.js("window.orchMark = 'before retry'")
+    browser.click('button[data-action="retry"]')
+    wait_until(lambda: browser.text("#message") == str(refused.value), "the page to show why the retry was refused")
+    answers = browser.js(
+        "return performance.getEntriesByType('resource')"
+        ".filter((e) => e.name.endsWith('/api/items/D-1/retry')).map((e) => e.responseStatus)"
+    )
+    assert answers == [409]
+    assert browser.js("return document.getElementById('message').className") == "message"  # not shown as done
+    assert browser.text('dd[data-field="status"]') == "DONE" and browser.js("return window.orchMark") == "before retry"
+    assert queue.read_bytes() == before
 
 
 def png(data: bytes) -> tuple[int, int, int]:
