@@ -827,6 +827,23 @@ def test_an_action_is_announced_on_the_stream(tmp_path, dashboards, streams):
     assert change.kind == "change" and change.data["what"] == ["queue"]
 
 
+def test_a_line_appended_to_a_work_orders_log_reaches_its_page_live(tmp_path, dashboards, streams):
+    queue = write_repo(tmp_path, [row("A-1")], settings())
+    planned = CliRunner().invoke(cli, ["--queue", str(queue), "plan", "--name", "tail", "--count", "1"],
+                                 catch_exceptions=False)  # fmt: skip
+    job = re.search(r"jobs/(tail_\d{8}_\d{6})/", planned.stdout).group(1)
+    served = dashboards(tmp_path)
+    stream = streams(served.port)
+    assert stream.next().kind == "hello"
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} | agent | tailing {XSS}"
+    with (tmp_path / "jobs" / job / "execution.log").open("a", encoding="utf-8") as log:
+        log.write(line + "\n")
+    change = stream.next(timeout=WAIT)
+    assert change is not None and change.kind == "change" and change.data["what"] == [f"job:{job}"], change
+    assert served.get(f"/api/jobs/{job}").json()["log"][-1] == line  # what the page fetches on that event
+    assert f"tailing {ESCAPED}" in served.get(f"/job/{job}").text
+
+
 def wait_for_seq(served: Served, above: int) -> int:
     deadline = time.monotonic() + WAIT
     while served.dashboard.hub.seq <= above:
