@@ -76,8 +76,12 @@ def queue_docs(draw, min_rows: int = 0, max_rows: int = 8, require: tuple[str, .
         for column in extra:
             row[column] = str(draw(st.integers(0, 9))) if column == "attempts" else draw(cell_text)
         rows.append(row)
-    padded = draw(st.booleans())
-    widths = [12] * len(columns) if padded else None
+    return document_of(draw, columns, rows)
+
+
+def document_of(draw, columns: list[str], rows: list[dict[str, str]]) -> QueueDoc:
+    """These rows as a table, padded or not, between prose, with LF or CRLF, with a BOM or not."""
+    widths = [12] * len(columns) if draw(st.booleans()) else None
     table = [
         mdtable.render_row(columns, widths),
         "|" + "|".join(" --- " for _ in columns) + "|",

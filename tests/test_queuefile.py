@@ -10,7 +10,7 @@ from orchestrator import mdtable
 from orchestrator.cli import cli
 from orchestrator.errors import QueueFormatError
 from orchestrator.queuefile import QueueFile
-from tests.strategies import QueueDoc, cell_text, prose, queue_docs
+from tests.strategies import QueueDoc, cell_text, document_of, queue_docs
 
 HEAD = "| id | status | title | notes |\n| --- | --- | --- | --- |\n"
 GOOD = "| ORCH-1 | PENDING | one | |\n"
@@ -232,15 +232,7 @@ def plain_queue_docs(draw) -> QueueDoc:
         row = {"id": f"T-{n}", "status": draw(st.sampled_from(["PENDING", "DONE"]))}
         row.update({c: str(n) if c == "attempts" else draw(plain_text) for c in columns[2:]})
         rows.append(row)
-    widths = [12] * len(columns) if draw(st.booleans()) else None
-    table = [
-        mdtable.render_row(columns, widths),
-        "|" + "|".join(" --- " for _ in columns) + "|",
-        *(mdtable.render_row([row[c] for c in columns], widths) for row in rows),
-    ]
-    newline = draw(st.sampled_from(["\n", "\r\n"]))
-    lines = draw(prose()) + table + [""] + draw(prose())
-    return QueueDoc(newline.join(lines) + newline, columns, rows, newline, draw(st.booleans()))
+    return document_of(draw, columns, rows)
 
 
 @settings(max_examples=400)
