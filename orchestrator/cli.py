@@ -140,7 +140,8 @@ id_option = click.option("--id", "item_id", required=True, metavar="ID", help="T
     "--queue", "queue", envvar="ORCH_QUEUE", metavar="PATH",
     help="Markdown queue file. Default: QUEUE.md in this folder or above, up to the repo root.",
 )  # fmt: skip
-@click.option("--db", "db", envvar="ORCH_DB", metavar="PATH", help="Use the SQLite queue at PATH instead.")
+@click.option("--db", "db", envvar="ORCH_DB", metavar="PATH_OR_URL",
+              help="Use a database queue instead: an SQLite file, or a postgresql:// URL.")  # fmt: skip
 @click.version_option(package_name="orch", message="orch %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, queue: str | None, db: str | None) -> None:
@@ -238,7 +239,12 @@ def replan(app: App, item_id: str, notes: str, as_json: bool) -> None:
 @json_option
 @pass_app
 def retry(app: App, item_id: str, run_now: bool, as_json: bool) -> None:
-    """Return a FAILED or BLOCKED item to PENDING (with --db: the retry policy decides)."""
+    """Return a FAILED or BLOCKED item to PENDING.
+
+    With --db, or a queue with attempts, max_attempts and retry_not_before
+    columns, the retry policy decides: FAILED or timed-out IN_PROGRESS only,
+    attempts left, after a backoff.
+    """
     item = operations.retry(app.store, item_id)
     click.echo(render.item_json(item) if as_json else render.transition(item))
     if run_now:
