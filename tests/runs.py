@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from orchestrator.config import load_config
@@ -18,6 +20,7 @@ HEADER = (
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
 )
 PY = sys.executable
+WAIT = 20.0  # the most any awaited condition may take on a slow machine
 
 
 def row(item_id: str, title: str = "a task", agent: str = "", deps: str = "") -> str:
@@ -63,3 +66,14 @@ def runner(folder: Path, *, backend: str = "markdown", report=None, **options) -
 
 def git(folder: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True, text=True).stdout
+
+
+def wait_for(condition, what: str, timeout: float = WAIT, detail=lambda: ""):
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    pytest.fail(f"timed out after {timeout:g}s waiting for {what}\n{detail()}")

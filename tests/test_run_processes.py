@@ -22,16 +22,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestrator.procs import AgentProcess, ProcessRegistry, start_time
 from orchestrator.store.markdown import MarkdownStore
 from orchestrator.store.sqlite import SqliteStore
 from tests.conftest import ROOT, orch_argv, run_orch
-from tests.runs import PY, config, git, make_repo, row
+from tests.runs import PY, WAIT, config, git, make_repo, row, wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and process groups")
 
-WAIT = 20.0  # the most any condition below may take on a slow machine
 PR_SET_CHILD_SUBREAPER = 36
 
 # A worker agent: starts a child (one that ignores SIGTERM with "stubborn"),
@@ -134,17 +134,6 @@ def alive(pid: int, started: int | None) -> bool:
         return False
     state = stat[stat.rindex(")") + 2 :].split()[0]
     return state != "Z" and start_time(pid) == started
-
-
-def wait_for(condition, what: str, timeout: float = WAIT, detail=lambda: ""):
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"timed out after {timeout:g}s waiting for {what}\n{detail()}")
 
 
 class Processes:
@@ -419,6 +408,23 @@ def test_a_timed_out_agent_that_dies_on_sigterm_ends_the_attempt_without_waiting
     assert "X-1 FAILED (timeout:0.5s)" in output
 
 
+def test_a_step_timeout_stops_an_agent_whose_child_ignores_sigterm_and_leaves_nothing_running(tmp_path, processes):
+    repo = agent_repo(tmp_path, [job_row("X-1")], "stubborn")
+    settings = yaml.safe_load((repo / "orch.yaml").read_text())
+    settings["agents"]["w"]["timeout"] = 3  # the step's own timeout, not --job-timeout
+    (repo / "orch.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    run = processes.orch("run", cwd=repo, name="run")
+    attempt, *agent = running_agent(run, "X-1")
+    pids = processes.adopt(*agent)
+
+    output = finish(run)  # SIGTERM at 3 s; the child ignores it and is killed after the grace
+    assert "X-1 FAILED (timeout:3s)" in output
+    assert not any(alive(pid, started) for pid, started in pids.items())
+    assert registered(repo) == []
+    assert items(repo)["X-1"].note_list() == ["timeout:3s"]
+    assert manifest(repo, "X-1", attempt)["state"] == "FAILED"
+
+
 # --- two runners on one queue ------------------------------------------------------------------
 
 
@@ -488,6 +494,20 @@ def test_demo_runs_the_main_job_end_to_end(tmp_path):
     assert f"Where to look (in {folder}):" in done.stdout
     assert "git log --format='%h %s' orch/DEMO-2/1" in done.stdout
     assert "summary PENDING=0 IN_PROGRESS=0 BLOCKED=1 FAILED=0 DONE=5" in done.stdout
+
+
+def test_max_steps_from_the_cli_ends_the_attempt_asking_a_human(tmp_path):
+    failing = {"kind": "command", "argv": [PY, "-c", "import sys; print('1 test failed'); sys.exit(1)"]}
+    make_repo(tmp_path, [row("X-1")], config(QUICK, failing, max_steps=5))
+    done = run_orch("run", "--max-steps", "2", cwd=tmp_path, timeout=WAIT)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "X-1 INTERVENTION_REQUIRED (intervention:max steps reached (2)) after 2 steps" in done.stdout
+    item = items(tmp_path)["X-1"]
+    assert item.status.value == "BLOCKED" and item.note_list() == ["intervention:max steps reached (2)"]
+    assert git(tmp_path, "log", "--format=%s", "main..orch/X-1/1").splitlines() == [
+        "X-1 step 2: CONTINUE", "X-1 step 1: CONTINUE",
+    ]  # fmt: skip
+    assert manifest(tmp_path, "X-1", 1)["state"] == "INTERVENTION_REQUIRED"
 
 
 def test_retry_run_resets_a_failed_item_and_runs_only_it(tmp_path):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+import time
 
 import pytest
 
@@ -11,10 +14,19 @@ from orchestrator import operations
 from orchestrator import runner as runner_module
 from orchestrator.errors import ConfigError
 from orchestrator.model import Status
-from orchestrator.runner import RunHooks
-from tests.runs import PY, config, git, make_repo, row, runner
+from orchestrator.runner import TRANSCRIPT_CAP, RunHooks
+from orchestrator.store.markdown import MarkdownStore
+from orchestrator.store.sqlite import SqliteStore
+from tests.runs import PY, WAIT, config, git, make_repo, row, runner, wait_for
 
 WRITE_FILE = {"kind": "scripted", "steps": [{"write": {"out.txt": "hello\n"}, "say": "wrote out.txt"}]}
+# An agent that runs until the file named by its argument exists (at most 60 s).
+HOLD = (
+    "import pathlib, sys, time\n"
+    "release, end = pathlib.Path(sys.argv[1]), time.monotonic() + 60\n"
+    "while not release.exists() and time.monotonic() < end:\n"
+    "    time.sleep(0.02)\n"
+)
 
 
 @pytest.mark.parametrize("backend", ["markdown", "sqlite"])
@@ -224,3 +236,47 @@ def test_the_worktree_pool_recycles_a_finished_worktree(tmp_path):
     assert git(tmp_path, "rev-parse", "orch/A-1/1") != git(tmp_path, "rev-parse", "orch/B-1/1")
     listed = git(tmp_path, "worktree", "list", "--porcelain")
     assert "prunable" not in listed
+
+
+@pytest.mark.parametrize("backend", ["markdown", "sqlite"])
+def test_an_attempt_running_past_its_lease_keeps_the_item_by_heartbeats(tmp_path, backend):
+    repo, release = tmp_path / "repo", tmp_path / "release"
+    make_repo(repo, [row("A-1")], config({"kind": "command", "argv": [PY, "-c", HOLD, str(release)]}, lease=1))
+    run = runner(repo, backend=backend)
+    outcomes: list = []
+    thread = threading.Thread(target=lambda: outcomes.extend(run.run()), daemon=True)
+    thread.start()
+    try:
+        first_end = wait_for(lambda: run.store.lease_until("A-1"), "the claim")
+        wait_for(lambda: time.time() > first_end + 1, "a whole lease to pass after the first one ended")
+        other = MarkdownStore(repo / "QUEUE.md") if backend == "markdown" else SqliteStore(repo / "queue.db")
+        assert other.reap() == [] and other.claim("intruder", lease=1) is None
+        item = other.get("A-1")
+        assert (item.status, item.owner) == (Status.IN_PROGRESS, run.options.owner)
+        assert other.lease_until("A-1") > first_end + 1
+    finally:
+        release.touch()
+        thread.join(WAIT)
+    [outcome] = outcomes
+    assert outcome.state == states.SUCCESS
+    assert run.store.get("A-1").note_list() == ["done:1"]
+
+
+def test_the_evidence_transcript_is_capped_and_its_trailer_hashes_the_full_log(tmp_path):
+    payload = "".join(f"line {n:06d} {'x' * 57}\n" for n in range(4000)).encode()  # 280,000 bytes
+    assert len(payload) > 4 * TRANSCRIPT_CAP
+    source = tmp_path / "payload.txt"
+    source.write_bytes(payload)
+    echo = "import sys; sys.stdout.buffer.write(open(sys.argv[1], 'rb').read())"
+    loud = {"kind": "command", "argv": [PY, "-c", echo, str(source)]}
+    repo = tmp_path / "repo"
+    make_repo(repo, [row("A-1")], config(loud))
+    [outcome] = runner(repo).run()
+    assert outcome.state == states.SUCCESS
+    assert (repo / ".orch/runs/A-1/1/step-01/worker.log").read_bytes() == payload  # the full log stays outside
+    copy = git(repo, "show", "orch/A-1/1:.orch-evidence/A-1/attempt-1/step-01/worker.transcript.txt").encode()
+    assert len(copy) == TRANSCRIPT_CAP and payload.endswith(copy)  # the evidence keeps the log's end
+    digest = hashlib.sha256(payload).hexdigest()
+    assert f"Orch-Worker-Log-Sha256: {digest}" in git(repo, "show", "-s", "--format=%B", "orch/A-1/1").splitlines()
+    worker = json.loads((repo / ".orch/runs/A-1/1/job_manifest.json").read_text())["steps"][0]["worker"]
+    assert (worker["log_sha256"], worker["log_bytes"]) == (digest, len(payload))
