@@ -302,9 +302,9 @@ class Runner:
             try:
                 if self._turn(started):
                     return
-            except BusyError as error:  # the store is unreachable for now (a failover, a broken network)
-                if not self.options.forever:
-                    raise
+            except BusyError as error:  # the store is unreachable or locked for now (a failover, a long orch edit)
+                if not self.options.forever and not self.slots:
+                    raise  # nothing of ours is running: say so and end
                 self.report(f"the queue is unavailable ({error}); trying again in {self.options.idle_poll:g}s")
                 self._stop.wait(self.options.idle_poll)
 
@@ -603,15 +603,25 @@ class Attempt:
 
     def _end(self, state: str, note: str, message: str, retryable: bool = True) -> str:
         """Move the row for this outcome and record it; returns the note written."""
+        try:
+            return self._ending(state, note, message, retryable)
+        except BusyError as error:  # the queue stayed locked: the lease runs out and another claim retries it
+            self.manifest.note(state, f"{message}; the queue stayed busy ({error}), so the row was left to its lease")
+            self.say(f"{state}, but the queue stayed busy: left to its lease")
+            return "busy"
+
+    def _ending(self, state: str, note: str, message: str, retryable: bool) -> str:
         item_id, owner, attempt = self.item.id, self.owner, self.claim.attempt
         try:
             if state == states.SUCCESS:
-                self.final = self.store.complete(item_id, owner, attempt=attempt)
+                self.final = self._patiently(lambda: self.store.complete(item_id, owner, attempt=attempt))
                 note = f"done:{attempt}"
             elif state == states.INTERVENTION_REQUIRED:
-                self.final = self.store.block(item_id, owner, note=note, attempt=attempt)
+                self.final = self._patiently(lambda: self.store.block(item_id, owner, note=note, attempt=attempt))
             else:
-                after = self.final = self.store.fail(item_id, owner, note=note, attempt=attempt, retryable=retryable)
+                after = self.final = self._patiently(
+                    lambda: self.store.fail(item_id, owner, note=note, attempt=attempt, retryable=retryable)
+                )
                 if after.status is Status.PENDING:
                     message += f" (retry {after.attempts + 1} after the backoff)"
                 elif note.startswith("timeout:"):
@@ -622,6 +632,19 @@ class Attempt:
         self.manifest.note(state, message)
         self.say(f"{state} ({note or message}) after {self.steps} step{'s' * (self.steps != 1)}")
         return note
+
+    def _patiently(self, call: Callable[[], Item]) -> Item:
+        """``call``, tried again while the store is busy (a queue held by a long ``orch edit``, a failover),
+        for as long as a lease lasts; the heartbeats keep the item ours meanwhile."""
+        deadline = time.monotonic() + self.runner.config.lease
+        while True:
+            try:
+                return call()
+            except BusyError as error:
+                if time.monotonic() >= deadline or self.runner._stop.is_set():
+                    raise
+                self.say(f"the queue is busy ({error}); trying again for up to {self.runner.config.lease:g}s")
+                self.runner._stop.wait(min(1.0, max(0.0, deadline - time.monotonic())))
 
     def _cancelled(self) -> str:
         if self.runner._stop.is_set():  # the runner is stopping (Ctrl-C): give the item back

@@ -41,6 +41,7 @@ from orchestrator.store.postgres import CHANNEL, MIGRATIONS, PostgresStore  # im
 from orchestrator.store.sqlite import SqliteStore
 from tests.conftest import ROOT, orch_argv, run_orch
 from tests.runs import PY, config, git, make_repo
+from tests.runs import wait_for as _wait_for
 from tests.stores import FULL_HEADER
 from tests.workers import env, finish, popen, read_line, reaped_at_exit, started_together
 
@@ -48,6 +49,11 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pr
 
 WAIT = 60.0
 """The most any group of processes or any awaited condition may take; far above a normal run."""
+
+
+def wait_for(condition, what: str, timeout: float = WAIT, detail=lambda: ""):
+    return _wait_for(condition, what, timeout, detail)  # with this file's longer default
+
 
 T0 = 1_800_000_000.0
 LEASE = 60.0
@@ -60,17 +66,6 @@ POLICY = Policy(max_attempts=3, backoff_base=10, backoff_factor=2, jitter=0.1)
 def _named(dsn: str, application: str) -> str:
     """The DSN with an ``application_name``, so the server can tell this client's connections apart."""
     return f"{dsn}{'&' if '?' in dsn else '?'}application_name={application}"
-
-
-def wait_for(condition, what: str, timeout: float = WAIT, detail=lambda: ""):
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"timed out after {timeout:g}s waiting for {what}\n{detail()}")
 
 
 @contextmanager

@@ -280,3 +280,33 @@ def test_the_evidence_transcript_is_capped_and_its_trailer_hashes_the_full_log(t
     assert f"Orch-Worker-Log-Sha256: {digest}" in git(repo, "show", "-s", "--format=%B", "orch/A-1/1").splitlines()
     worker = json.loads((repo / ".orch/runs/A-1/1/job_manifest.json").read_text())["steps"][0]["worker"]
     assert (worker["log_sha256"], worker["log_bytes"]) == (digest, len(payload))
+
+
+def test_an_attempt_ending_while_someone_holds_the_queue_waits_for_it(tmp_path):
+    """A long ``orch edit`` (or any holder of the queue lock) must not kill the attempt that ends meanwhile."""
+    import subprocess
+
+    repo, release = tmp_path / "repo", tmp_path / "release"
+    make_repo(repo, [row("A-1")], config({"kind": "command", "argv": [PY, "-c", HOLD, str(release)]}))
+    lines: list[str] = []
+    run = runner(repo, report=lines.append)
+    run.store.lock_timeout = 0.3
+    outcomes: list = []
+    thread = threading.Thread(target=lambda: outcomes.extend(run.run()), daemon=True)
+    thread.start()
+    holder = subprocess.Popen([PY, "-c", "import sys; from filelock import FileLock\n"
+                               "with FileLock(sys.argv[1]):\n    print('held', flush=True); sys.stdin.read()",
+                               str(repo / "QUEUE.md.lock")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        wait_for(lambda: run.store.get("A-1").status is Status.IN_PROGRESS, "the claim")
+        assert holder.stdout.readline() == "held\n"
+        release.touch()  # the worker ends while the queue is held
+        wait_for(lambda: any("the queue is busy" in line for line in lines), "the complete to find the queue busy")
+    finally:
+        holder.communicate(timeout=WAIT)  # let go of the lock
+        release.touch()
+        thread.join(WAIT)
+    [outcome] = outcomes
+    assert outcome.state == states.SUCCESS and outcome.note == "done:1"
+    assert run.store.get("A-1").status is Status.DONE
