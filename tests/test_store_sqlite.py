@@ -73,6 +73,19 @@ def test_a_file_that_is_not_a_database_is_bad_input(tmp_path, cli_runner):
     assert result.stderr.startswith(f"error: {path}: not an orch queue database")
 
 
+def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path, cli_runner):
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE notes (body TEXT)")
+    result = cli_runner.invoke(cli, ["--db", str(path), "add", "--title", "x"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {path}: not an orch queue database (it holds tables: notes)")
+    with sqlite3.connect(path) as db:
+        assert [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["notes"]
+
+
 def test_wal_mode_and_normal_sync_by_default(tmp_path):
     store = SqliteStore(tmp_path / "q.db")
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

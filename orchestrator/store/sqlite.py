@@ -266,6 +266,10 @@ class SqliteStore:
         """Apply every migration not yet recorded, each in its own transaction; twice is a no-op."""
 
         def step(db: sqlite3.Connection) -> bool:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "_orch_migrations" not in tables:  # someone else's database: never add our tables to it
+                raise SchemaError(f"{self.path}: not an orch queue database (it holds tables: "
+                                  f"{', '.join(sorted(tables)[:5])}); give --db a new file or an orch one")  # fmt: skip
             db.execute("CREATE TABLE IF NOT EXISTS _orch_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
             done = {row[0] for row in db.execute("SELECT name FROM _orch_migrations")}
             unknown = done - {name for name, _ in MIGRATIONS}
