@@ -630,7 +630,8 @@ class Attempt:
         except LeaseLostError:
             return self._cancelled()
         self.manifest.note(state, message)
-        self.say(f"{state} ({note or message}) after {self.steps} step{'s' * (self.steps != 1)}")
+        told = f": {message}" if note and note.startswith("timeout:") else ""  # what to do about it, on screen too
+        self.say(f"{state} ({note or message}) after {self.steps} step{'s' * (self.steps != 1)}{told}")
         return note
 
     def _patiently(self, call: Callable[[], Item]) -> Item:

@@ -419,6 +419,7 @@ def test_a_step_timeout_stops_an_agent_whose_child_ignores_sigterm_and_leaves_no
 
     output = finish(run)  # SIGTERM at 3 s; the child ignores it and is killed after the grace
     assert "X-1 FAILED (timeout:3s)" in output
+    assert "raise --job-timeout or agents.<name>.timeout, then `orch retry --id X-1`" in output
     assert not any(alive(pid, started) for pid, started in pids.items())
     assert registered(repo) == []
     assert items(repo)["X-1"].note_list() == ["timeout:3s"]
