@@ -271,7 +271,10 @@ def add(app: App, title: str, item_id: str | None, sets: tuple[str, ...], as_jso
 def show(app: App, item_id: str, as_json: bool) -> None:
     """One item: its row, its notes and its history so far. Read-only."""
     item, events = operations.show(app.reader, item_id)
-    click.echo(render.item_json(item, events) if as_json else render.item_text(item, events))
+    from orchestrator.manifest import item_usage
+
+    usage = item_usage(app.root / ".orch", item.id)
+    click.echo(render.item_json(item, events, usage) if as_json else render.item_text(item, events, usage))
 
 
 @cli.command()

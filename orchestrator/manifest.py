@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,17 @@ def add_usage(total: dict, usage: dict) -> dict:
     for key, value in usage.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             total[key] = round(total.get(key, 0) + value, 6)
+    return total
+
+
+def item_usage(runtime: Path, item_id: str) -> dict:
+    """Usage and cost summed over every attempt of one item (each attempt's ``job_manifest.json``)."""
+    total: dict = {}
+    for path in sorted((Path(runtime) / "runs" / item_id).glob("*/job_manifest.json")):
+        try:
+            add_usage(total, json.loads(path.read_text(encoding="utf-8")).get("usage") or {})
+        except (OSError, ValueError, AttributeError):
+            continue  # being written, or not ours: the next look counts it
     return total
 
 

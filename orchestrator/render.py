@@ -79,14 +79,16 @@ def workers_json(loads: list[WorkerLoad]) -> str:
     return as_json(workers_data(loads))
 
 
-def item_text(item: Item, events: list[Event]) -> str:
-    """``show``: every field that has a value, the notes one per line, then the history."""
+def item_text(item: Item, events: list[Event], usage: dict | None = None) -> str:
+    """``show``: every field that has a value, usage over all attempts, the notes one per line, the history."""
     lines = [f"id: {item.id}", f"status: {item.status.value}"]
     for name, value in item.as_dict().items():
         if name in ("id", "status", "notes", "extra") or value in ("", None, [], 0):
             continue
         lines.append(f"{name}: {', '.join(value) if isinstance(value, list) else value}")
     lines += [f"{name}: {value}" for name, value in item.extra.items() if value]
+    if usage:
+        lines.append("usage (all attempts): " + " ".join(f"{key}={value:g}" for key, value in sorted(usage.items())))
     notes = item.note_list()
     lines.append("notes:" if notes else "notes: none")
     lines += [f"  - {note}" for note in notes]
@@ -98,10 +100,12 @@ def item_text(item: Item, events: list[Event]) -> str:
     return "\n".join(lines)
 
 
-def item_json(item: Item, events: list[Event] | None = None) -> str:
+def item_json(item: Item, events: list[Event] | None = None, usage: dict | None = None) -> str:
     data = item.as_dict()
     if events is not None:
         data["history"] = [event.as_dict() for event in events]
+    if usage is not None:
+        data["usage"] = usage
     return as_json(data)
 
 

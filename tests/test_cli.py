@@ -368,3 +368,16 @@ def test_new_ids_made_on_two_branches_do_not_collide(cli_runner, tmp_path):
         queue.write_text(SAMPLE_QUEUE)  # the same starting point, as two branches of one repository have
         made.append({invoke(cli_runner, queue, "add", "--title", f"t{n}").stdout.strip() for n in range(50)})
     assert len(made[0]) == len(made[1]) == 50 and not made[0] & made[1]
+
+
+def test_show_sums_usage_and_cost_over_every_attempt(cli_runner, queue_file):
+    runs = queue_file.parent / ".orch" / "runs" / "ORCH-004"
+    for attempt, usage in ((1, {"input_tokens": 100, "output_tokens": 20, "total_cost_usd": 0.25}),
+                           (2, {"input_tokens": 50, "output_tokens": 5, "total_cost_usd": 0.125})):  # fmt: skip
+        (runs / str(attempt)).mkdir(parents=True)
+        (runs / str(attempt) / "job_manifest.json").write_text(json.dumps({"usage": usage, "steps": []}))
+    text = invoke(cli_runner, queue_file, "show", "--id", "ORCH-004").stdout
+    assert "usage (all attempts): input_tokens=150 output_tokens=25 total_cost_usd=0.375" in text
+    shown = json.loads(invoke(cli_runner, queue_file, "show", "--id", "ORCH-004", "--json").stdout)
+    assert shown["usage"] == {"input_tokens": 150, "output_tokens": 25, "total_cost_usd": 0.375}
+    assert json.loads(invoke(cli_runner, queue_file, "show", "--id", "ORCH-001", "--json").stdout)["usage"] == {}

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from orchestrator import operations, render, workorder
+from orchestrator.manifest import item_usage
 from orchestrator.model import Status
 from orchestrator.store.base import Store
 from orchestrator.timeutil import parse_iso
@@ -82,7 +83,7 @@ def item(store: Store, runtime: Path, repo_root: Path, item_id: str) -> dict:
     """``orch show --id --json``, plus attempts and evidence commits."""
     found, events = operations.show(store, item_id)
     return {
-        **found.as_dict(), "history": [event.as_dict() for event in events],
+        **found.as_dict(), "history": [event.as_dict() for event in events], "usage": item_usage(runtime, found.id),
         "runs": attempts(runtime, found.id), "commits": evidence_commits(repo_root, found.id),
         "stale": operations.stale_items(store, runtime).get(found.id, ""),
     }  # fmt: skip
