@@ -52,7 +52,7 @@ class Conductor(RunHooks):
         self._counter: threading.Thread | None = None
 
     def attach(self, runner) -> None:
-        """Let each pool's HTTP agent pause its pool when the server rate-limits it."""
+        """Let each pool's agent pause every pool that uses it when it reports a rate or usage limit."""
         for agent_name in {pool.agent for pool in self.config.pools.values()}:
             agent = runner.agent(agent_name)
             if hasattr(agent, "on_rate_limit"):

@@ -12,14 +12,20 @@ import os
 import re
 import shutil
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orchestrator import manifest as states
+from orchestrator.agents import StepRequest, get_agent
+from orchestrator.agents.limits import DEFAULT_WAIT, limit_wait
 from orchestrator.agents.presets import PRESETS, parse_aider, parse_claude, parse_cline, parse_codex, parse_gemini
 from orchestrator.config import AGENT_KINDS, parse_config
-from orchestrator.errors import ConfigError
+from orchestrator.errors import AgentCancelledError, AgentTimeoutError, ConfigError
 from orchestrator.model import Status
 from tests.runs import config, git, make_repo, row, runner
 
@@ -208,14 +214,15 @@ def test_gemini_exit_53_turn_limit_asks_a_human():
 @pytest.mark.parametrize(
     ("stdout", "code", "error"),
     [
-        (gemini_json(error={"type": "ApiError", "message": "quota exceeded", "code": 429}), 1,
-         "gemini failed: quota exceeded"),
+        (gemini_json(error={"type": "ApiError", "message": "API key not valid. Please pass a valid API key.",
+                            "code": 400}), 1, "gemini failed: API key not valid. Please pass a valid API key."),
         ("", 1, "gemini failed: exit 1"),
         (gemini_json(response=None), 0, "no JSON response from gemini"),
     ],
 )  # fmt: skip
 def test_gemini_errors_fail_the_step(stdout, code, error):
-    assert parse_gemini(stdout, code).error == error
+    parsed = parse_gemini(stdout, code)
+    assert (parsed.error, parsed.retry_after) == (error, None)
 
 
 def test_cline_completion_result_is_the_answer_and_partials_are_ignored():
@@ -253,18 +260,96 @@ def test_every_preset_passes_the_prompt_as_documented():
     assert "{prompt_file}" in PRESETS["aider"].argv and PRESETS["aider"].judge_by_diff
 
 
+# --- rate and usage limits: waited out, not failed ------------------------------------------------
+
+
+def claude_limit(text: str) -> str:
+    """What ``claude -p --output-format json`` prints when a limit stops it before any turn."""
+    return claude_result(is_error=True, result=text, total_cost_usd=0, num_turns=1, duration_ms=310,
+                         usage={"input_tokens": 0, "output_tokens": 0})  # fmt: skip
+
+
+RATE_LIMITED = "This request would exceed the rate limit for your organization of 40,000 input tokens per minute."
+CLAUDE_429 = claude_limit(f'API Error: 429 {{"type":"error","error":{{"type":"rate_limit_error","message":'
+                          f'"{RATE_LIMITED}"}}}}')  # fmt: skip
+CLAUDE_OVERLOADED = claude_limit('API Error: 529 {"type":"error","error":{"type":"overloaded_error",'
+                                 '"message":"Overloaded"}}')  # fmt: skip
+CLAUDE_NO_CREDIT = claude_limit("Credit balance is too low")
+CODEX_RATE_LIMIT = codex_events({"type": "error", "message": (
+    "Rate limit reached for organization org-a1 on tokens per min (TPM): Limit 30000, Used 29512, Requested 1803. "
+    "Please try again in 2.63s. Visit https://platform.openai.com/account/rate-limits to learn more.")})  # fmt: skip
+CODEX_RETRIES_SPENT = codex_events({"type": "turn.failed", "error": {
+    "message": "exceeded retry limit, last status: 429 Too Many Requests"}})  # fmt: skip
+CODEX_USAGE_LIMIT = codex_events({"type": "error", "message": (
+    "You've hit your usage limit. Upgrade to Pro (https://openai.com/chatgpt/pricing) or try again in 2 hours "
+    "5 minutes.")})  # fmt: skip
+CODEX_NO_QUOTA = codex_events({"type": "error", "message": "Quota exceeded. Check your plan and billing details."})
+GEMINI_EXHAUSTED = gemini_json(response=None, error={"type": "ApiError", "code": 429, "message": (
+    '[{"error":{"code":429,"message":"You exceeded your current quota, please check your plan and billing '
+    'details. Please retry in 22.5s.","status":"RESOURCE_EXHAUSTED"}}]')})  # fmt: skip
+GEMINI_429 = gemini_json(error={"type": "ApiError", "message": "quota exceeded", "code": 429})
+
+
+def test_a_claude_usage_limit_waits_until_its_reset_time():
+    reset = int(time.time()) + 3600
+    parsed = parse_claude(claude_limit(f"Claude AI usage limit reached|{reset}"), 1)
+    assert parsed.retry_after == pytest.approx(3600, abs=5)
+    assert parsed.error.startswith("claude reported an error: Claude AI usage limit reached")
+
+
+@pytest.mark.parametrize(
+    ("parse", "stdout", "wait"),
+    [
+        (parse_claude, CLAUDE_429, DEFAULT_WAIT),
+        (parse_claude, CLAUDE_OVERLOADED, DEFAULT_WAIT),
+        (parse_codex, CODEX_RATE_LIMIT, 2.63),
+        (parse_codex, CODEX_RETRIES_SPENT, DEFAULT_WAIT),
+        (parse_codex, CODEX_USAGE_LIMIT, 2 * 3600 + 5 * 60),
+        (parse_gemini, GEMINI_EXHAUSTED, 22.5),
+        (parse_gemini, GEMINI_429, DEFAULT_WAIT),
+    ],
+    ids=["claude-429", "claude-overloaded", "codex-try-again-in", "codex-429", "codex-usage", "gemini-exhausted",
+         "gemini-429"],
+)  # fmt: skip
+def test_a_reported_limit_asks_for_the_wait_it_names_or_the_default(parse, stdout, wait):
+    parsed = parse(stdout, 1)
+    assert parsed.retry_after == pytest.approx(wait) and parsed.error
+
+
+@pytest.mark.parametrize(
+    ("parse", "stdout"),
+    [(parse_claude, CLAUDE_NO_CREDIT), (parse_claude, CLAUDE_API_ERROR), (parse_codex, CODEX_NO_QUOTA),
+     (parse_codex, CODEX_ERROR), (parse_gemini, GEMINI_INPUT_ERROR)],
+    ids=["claude-credit", "claude-401", "codex-quota", "codex-401", "gemini-input"],
+)  # fmt: skip
+def test_used_up_quota_and_other_errors_stay_final(parse, stdout):
+    parsed = parse(stdout, 1)
+    assert parsed.retry_after is None and parsed.error
+
+
+@given(st.decimals(min_value=0, max_value=100_000, places=3), st.sampled_from(["try again in", "retry after"]))
+def test_a_limit_that_names_a_wait_in_seconds_gets_exactly_that_wait(seconds, phrase):
+    assert limit_wait(f"Rate limit reached. Please {phrase} {seconds}s.") == pytest.approx(float(seconds))
+
+
+def test_a_reset_time_already_past_means_no_wait():
+    assert limit_wait("Claude AI usage limit reached|1700000000", now=1700000100.0) == 0.0
+
+
 # --- fake CLIs ------------------------------------------------------------------------------
 
 FAKE = """\
 #!{python}
-import json, os, sys
+import json, os, sys, time
 rules = json.loads({rules!r})
-call = {{"argv": sys.argv[1:], "stdin": sys.stdin.read(), "cwd": os.getcwd(),
+call = {{"argv": sys.argv[1:], "stdin": sys.stdin.read(), "cwd": os.getcwd(), "at": time.time(),
         "env": {{k: v for k, v in os.environ.items() if k.startswith("ORCH_")}}}}
 with open({calls!r}, "a") as stream:
     stream.write(json.dumps(call) + "\\n")
+with open({calls!r}) as stream:
+    number = sum(1 for _ in stream)
 facts = {{"role": os.environ.get("ORCH_ROLE"), "attempt": os.environ.get("ORCH_ATTEMPT"),
-         "step": os.environ.get("ORCH_STEP")}}
+         "step": os.environ.get("ORCH_STEP"), "call": str(number)}}
 rule = next(r for r in rules if all(facts[k] == str(v) for k, v in r.get("when", {{}}).items()))
 for name, text in rule.get("write", {{}}).items():
     with open(name, "w") as stream:
@@ -275,7 +360,7 @@ sys.exit(rule.get("exit", 0))
 
 
 def fake_cli(folder: Path, name: str, *rules: dict) -> Path:
-    """An executable ``name`` in ``folder`` playing the first rule whose ``when`` matches ORCH_ROLE/ATTEMPT/STEP."""
+    """An executable ``name`` playing the first rule whose ``when`` matches ORCH_ROLE/ATTEMPT/STEP or its call."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     calls = folder / f"{name}.calls.jsonl"
@@ -402,6 +487,81 @@ def test_argv_overrides_the_preset_program_and_flags(tmp_path, bin_dir):
     assert outcome.state == states.SUCCESS
     [call] = calls(custom)
     assert call["argv"] == ["-p", "--output-format", "json", "--allowedTools", "Bash(pytest:*)", "A-1"]
+
+
+# --- whole runs: a limit is waited out within the job ---------------------------------------------------
+
+BOUND = 20.0  # the most a step under test may take on a slow machine
+
+
+def test_a_claude_usage_limit_is_waited_out_and_the_step_runs_again_on_the_same_attempt(tmp_path, bin_dir):
+    reset = int(time.time()) + 2  # one to two seconds after the first call
+    claude = fake_cli(bin_dir, "claude", {"when": {"call": 1}, "stdout": claude_limit(f"Claude AI usage limit "
+                                                                                       f"reached|{reset}")},
+                      {"write": {"out.txt": "hi\n"}, "stdout": claude_result()})  # fmt: skip
+    run, [outcome] = run_one(tmp_path / "repo", {"kind": "claude"}, retry={"max_attempts": 1})
+    assert (outcome.attempt, outcome.state) == (1, states.SUCCESS)
+    item = run.store.get("A-1")
+    assert (item.status, item.attempts, item.note_list()) == (Status.DONE, 1, ["done:1"])
+    first, second = calls(claude)
+    assert second["at"] >= reset - 0.05 and second["stdin"] == first["stdin"]  # a fresh process after the reset
+    [step] = manifest(tmp_path / "repo")["steps"]
+    assert step["worker"]["usage"]["total_cost_usd"] == 0.0123  # the log and usage are the try that counted
+    log = (tmp_path / "repo/.orch/runs/A-1/1/step-01/worker.log").read_text()
+    assert "usage limit" not in log and json.loads(log)["result"] == "Wrote out.txt."
+
+
+def test_a_claude_usage_limit_resetting_after_the_job_timeout_fails_the_item_at_once(tmp_path, bin_dir):
+    reset = int(time.time()) + 3600
+    claude = fake_cli(bin_dir, "claude", {"stdout": claude_limit(f"Claude AI usage limit reached|{reset}")})
+    started = time.monotonic()
+    run, [outcome] = run_one(tmp_path / "repo", {"kind": "claude"}, retry={"max_attempts": 1}, job_timeout=5)
+    assert time.monotonic() - started < 5 and outcome.state == states.FAILED
+    assert run.store.get("A-1").note_list() == ["timeout:5s"] and len(calls(claude)) == 1
+    message = manifest(tmp_path / "repo")["history"][-1]["message"]
+    assert "a rate limit asks for 3" in message and "more than the job has left (--job-timeout 5s)" in message
+
+
+def claude_agent(**settings):
+    """The claude preset as the runner builds it (the fake ``claude`` first on PATH)."""
+    agent = get_agent(parse_config(config({"kind": "claude", **settings})).agents["w"])
+    agent.check()
+    return agent
+
+
+def claude_request(tmp_path: Path, timeout: float = BOUND, **fields) -> StepRequest:
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    (tmp_path / "prompt.md").write_text("write out.txt")
+    return StepRequest("A-1", 1, 1, "worker", "write out.txt", work, timeout, tmp_path / "prompt.md",
+                       tmp_path / "logs/worker.log", tmp_path / "verdict.json", **fields)  # fmt: skip
+
+
+def test_a_cancel_during_a_limit_wait_ends_the_step_at_once(tmp_path, bin_dir):
+    claude = fake_cli(bin_dir, "claude", {"stdout": CLAUDE_429})  # no reset time: the default wait
+    agent, limited, cancel, moments = claude_agent(), threading.Event(), threading.Event(), {}
+    agent.on_rate_limit = lambda seconds: (moments.update(wait=seconds), limited.set())
+
+    def cancel_when_limited() -> None:
+        if limited.wait(BOUND):
+            moments["cancelled"] = time.monotonic()
+            cancel.set()
+
+    helper = threading.Thread(target=cancel_when_limited)
+    helper.start()
+    with pytest.raises(AgentCancelledError, match="while waiting to retry"):
+        agent.step(claude_request(tmp_path, job_left_s=10 * DEFAULT_WAIT, cancel=cancel))
+    returned = time.monotonic()
+    helper.join(BOUND)
+    assert moments["wait"] == DEFAULT_WAIT and returned - moments["cancelled"] < 1.0 and len(calls(claude)) == 1
+
+
+def test_without_a_job_bound_a_limit_longer_than_the_step_timeout_fails_at_once(tmp_path, bin_dir):
+    fake_cli(bin_dir, "claude", {"stdout": CLAUDE_429})
+    started = time.monotonic()
+    with pytest.raises(AgentTimeoutError, match=f"a rate limit asks for {DEFAULT_WAIT:g}s, more than the step's 5s"):
+        claude_agent().step(claude_request(tmp_path, timeout=5.0))
+    assert time.monotonic() - started < 5.0
 
 
 # --- whole runs: codex, gemini, cline, aider ------------------------------------------------------

@@ -8,16 +8,24 @@ pool that answered 429 is paused until its reset. The seed's names
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.conductor import Conductor
-from orchestrator.config import STRATEGY_ALIASES, PoolConfig, parse_config
+from orchestrator.config import STRATEGY_ALIASES, PoolConfig, load_config, parse_config
 from orchestrator.errors import ConfigError
+from orchestrator.model import Status
 from orchestrator.routing import WINDOW, Router
+from orchestrator.runner import Runner, RunOptions
 from orchestrator.store.markdown import MarkdownStore
-from orchestrator.workorder import plan
+from orchestrator.workorder import dispatch, plan
+from tests.runs import config
+from tests.test_agents_presets import calls, claude_limit, claude_result, fake_cli
+from tests.test_workorder import job_repo
 
 
 def pools(local: int = 2, cloud: int = 2, **cloud_budget) -> dict[str, PoolConfig]:
@@ -216,6 +224,34 @@ def test_a_rate_limit_on_an_agent_two_pools_share_pauses_both(tmp_path):
     conductor.attach(OneAgentRunner())
     shared.on_rate_limit(30.0)
     assert all(pool.paused_until > 0 for pool in conductor.router.pools.values())
+
+
+def test_a_command_agents_usage_limit_pauses_every_pool_using_it_without_using_up_the_attempt(tmp_path):
+    """A coding-agent CLI that reports a usage limit: its pools pause, the step runs again after the reset."""
+    reset = int(time.time()) + 2
+    claude = fake_cli(tmp_path / "bin", "claude", {"when": {"call": 1}, "stdout": claude_limit(f"Claude AI usage limit "
+                                                                                       f"reached|{reset}")},
+                      {"write": {"out.txt": "hi\n"}, "stdout": claude_result()})  # fmt: skip
+    argv = [str(claude), "-p", "--output-format", "json"]
+    pools = {"local": {"agent": "w", "capacity": 1}, "cloud": {"agent": "w", "capacity": 1}}
+    data = config({"kind": "claude", "argv": argv}, retry={"max_attempts": 1}, strategy="hybrid", pools=pools)
+    job_repo(tmp_path, data)
+    package = plan(tmp_path, "limited", [{"id": "t1", "prompt": "write out.txt"}], "hybrid")
+    cfg = load_config(tmp_path)
+    store = MarkdownStore(tmp_path / "QUEUE.md", policy=cfg.retry)
+    dispatch(store, package)
+    conductor = Conductor(store, cfg, package)
+    run = Runner(store, cfg, tmp_path, RunOptions(job=package.job_id, grace=1.0), lambda line: None, conductor)
+    conductor.attach(run)
+    [outcome] = run.run()
+    assert (outcome.attempt, outcome.state) == (1, "SUCCESS") and len(calls(claude)) == 2
+    item = store.get(outcome.item_id)
+    assert (item.status, item.attempts, item.note_list()) == (Status.DONE, 1, ["done:1"])
+    assert all(pool.paused_until >= reset - 1 for pool in conductor.router.pools.values())
+    log = package.log.read_text()
+    assert "pool local paused for" in log and "pool cloud paused for" in log
+    [result] = [json.loads(line) for line in package.results.read_text().splitlines()]
+    assert (result["status"], result["attempts"]) == ("DONE", 1)
 
 
 # --- the seed's strategy names -------------------------------------------------------------

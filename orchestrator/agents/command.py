@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.agents.base import StepRequest, StepResult
+from orchestrator.agents.limits import Deadlines, wait_out
 from orchestrator.errors import AgentCancelledError, AgentError, AgentTimeoutError, ConfigError
 from orchestrator.procs import AgentProcess, ProcessRegistry, start_time, stop_group, this_runner
 
@@ -89,6 +90,7 @@ class ProcessRun:
     grace: float = 5.0
     stdin_mode: str = "prompt"
     started_at: float = field(default_factory=time.monotonic)
+    deadline: float | None = None  # when it must end (monotonic); default: ``timeout_s`` after its start
 
     def run(self) -> int:
         """The exit code; raises on timeout or cancel after stopping the group."""
@@ -122,7 +124,7 @@ class ProcessRun:
         return entry
 
     def _wait(self, process: subprocess.Popen) -> int:
-        deadline = self.started_at + self.request.timeout_s
+        deadline = self.started_at + self.request.timeout_s if self.deadline is None else self.deadline
         while True:
             try:
                 return process.wait(timeout=POLL_SECONDS)
@@ -147,6 +149,7 @@ class Parsed:
     usage: dict = field(default_factory=dict)
     error: str | None = None  # the step failed, whatever the exit code said
     intervention: str | None = None  # the agent needs a human
+    retry_after: float | None = None  # a rate or usage limit: seconds to wait before running the step again
 
 
 @dataclass
@@ -163,6 +166,7 @@ class CommandAgent:
     judge_by_diff: bool = False
     install_hint: str = ""
     judged_by_exit_code: bool = True  # a supervisor with no verdict: exit 0 is SUCCESS
+    on_rate_limit: Callable[[float], None] | None = None  # a conductor pauses the agent's pools
 
     def check(self) -> None:
         if not self.argv:
@@ -175,19 +179,31 @@ class CommandAgent:
     def step(self, request: StepRequest) -> StepResult:
         request.log_file.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        argv = fill(self.argv, request)
-        run = ProcessRun(argv, request, step_env(request, self.env), self.registry, self.grace, self.stdin)
-        code = run.run()
-        digest, size, output = digest_and_tail(request.log_file)
-        duration = time.monotonic() - started
-        if self.parse is None:
-            return StepResult(output, code, duration, log_sha256=digest, log_bytes=size)
-        parsed = self.parse(read_stdout(request.log_file), code)
+        deadlines = Deadlines.of(request, started)
+        while True:
+            code = self._run(request, deadlines.step)
+            digest, size, output = digest_and_tail(request.log_file)
+            if self.parse is None:
+                return StepResult(output, code, time.monotonic() - started, log_sha256=digest, log_bytes=size)
+            parsed = self.parse(read_stdout(request.log_file), code)
+            if parsed.retry_after is None:
+                break
+            # A limit is waited out here, so it does not use up the attempt; the next try is a fresh process.
+            wait_out(request, deadlines, parsed.retry_after, self.on_rate_limit)
+            for log in (request.log_file, request.log_file.with_suffix(".stderr.log")):
+                log.unlink(missing_ok=True)  # the logs are the try that counts
         if parsed.error:
             raise AgentError(f"{self.name}: {parsed.error}")
         if self.judge_by_diff and not has_changes(request.workdir):
             raise AgentError(f"{self.name} changed no file: {' '.join(parsed.text.split())[-200:]}")
+        duration = time.monotonic() - started
         return StepResult(parsed.text, code, duration, parsed.usage, None, digest, size, parsed.intervention)
+
+    def _run(self, request: StepRequest, deadline: float) -> int:
+        """One try of the step: a fresh process, ended by ``deadline``."""
+        argv = fill(self.argv, request)
+        env = step_env(request, self.env)
+        return ProcessRun(argv, request, env, self.registry, self.grace, self.stdin, deadline=deadline).run()
 
 
 def read_stdout(log_file: Path) -> str:

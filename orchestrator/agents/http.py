@@ -31,6 +31,7 @@ import httpcore
 import httpx
 
 from orchestrator.agents.base import StepRequest, StepResult
+from orchestrator.agents.limits import Deadlines, duration, pause, wait_out
 from orchestrator.config import AgentConfig
 from orchestrator.errors import AgentCancelledError, AgentError, AgentTimeoutError, ConfigError
 
@@ -159,8 +160,6 @@ def call_abortable(request: StepRequest, deadline: float, work: Callable[[httpx.
 
 # --- rate limits ------------------------------------------------------------------
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-
 
 def parse_wait(headers: httpx.Headers, now: float | None = None) -> float:
     """Seconds a 429 asks us to wait: Retry-After (seconds or a date), else rate-limit reset headers."""
@@ -175,36 +174,10 @@ def parse_wait(headers: httpx.Headers, now: float | None = None) -> float:
                 moment = None  # neither seconds nor a date: use the reset headers or the default
             if moment is not None:
                 return max(0.0, moment.timestamp() - (now or time.time()))
-    waits = [_duration(headers[name]) for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
+    waits = [duration(headers[name]) for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
                                                    "ratelimit-reset") if name in headers]  # fmt: skip
     waits = [wait for wait in waits if wait is not None]
     return max(waits) if waits else 1.0
-
-
-def _duration(text: str) -> float | None:
-    """``"1s"``, ``"6m0s"``, ``"20ms"`` or plain seconds."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = _DURATION.findall(text)
-    if not parts:
-        return None
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    return sum(float(number) * scale[unit] for number, unit in parts)
-
-
-@dataclass
-class Deadlines:
-    """When a step must end (monotonic): ``step`` moves later by each rate-limit wait, never past ``job``."""
-
-    step: float
-    job: float
-
-    @classmethod
-    def of(cls, request: StepRequest, started: float) -> Deadlines:
-        step = started + request.timeout_s
-        return cls(step, step if request.job_left_s is None else max(step, started + request.job_left_s))
 
 
 def with_retries(request: StepRequest, deadlines: Deadlines, max_retries: int, attempt: Callable[[], T],
@@ -218,13 +191,7 @@ def with_retries(request: StepRequest, deadlines: Deadlines, max_retries: int, a
         try:
             return attempt()
         except RateLimited as limit:
-            wait = max(limit.seconds, 0.5)  # "Retry-After: 0" must not become a tight loop
-            if on_rate_limit is not None:
-                on_rate_limit(wait)
-            if time.monotonic() + wait >= deadlines.job:
-                raise _too_long(request, wait) from None
-            _pause(request, wait)
-            deadlines.step = min(deadlines.step + wait, deadlines.job)
+            wait_out(request, deadlines, limit.seconds, on_rate_limit)
             continue
         except RetryableError as error:
             failures += 1
@@ -233,22 +200,7 @@ def with_retries(request: StepRequest, deadlines: Deadlines, max_retries: int, a
             wait = min(30.0, 0.5 * 2 ** (failures - 1)) * (0.5 + rng.random())
         if time.monotonic() + wait >= deadlines.step:
             raise AgentTimeoutError(f"no answer before the step's {request.timeout_s:g}s ran out", request.timeout_s)
-        _pause(request, wait)
-
-
-def _too_long(request: StepRequest, wait: float) -> AgentTimeoutError:
-    """A rate-limit wait that would outlast the job (the step, when the request gives no job bound)."""
-    if request.job_left_s is None:
-        return AgentTimeoutError(f"a rate limit asks for {wait:g}s, more than the step's {request.timeout_s:g}s",
-                                 request.timeout_s)  # fmt: skip
-    return AgentTimeoutError(f"a rate limit asks for {wait:g}s, more than the job has left", request.timeout_s,
-                             whole_job=True)  # fmt: skip
-
-
-def _pause(request: StepRequest, seconds: float) -> None:
-    """Wait before the next try; a cancel ends the wait at once."""
-    if request.cancel.wait(seconds):
-        raise AgentCancelledError(f"{request.role} step {request.step} cancelled while waiting to retry")
+        pause(request, wait)
 
 
 def check_status(response: httpx.Response, describe: Callable[[httpx.Response], tuple[str, str]]) -> None:

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 from orchestrator.agents.command import Parsed
+from orchestrator.agents.limits import limit_wait
 
 
 def _json_objects(stdout: str) -> list[dict]:
@@ -59,7 +60,7 @@ def parse_claude(stdout: str, exit_code: int | None) -> Parsed:
         return Parsed(text, usage, intervention=f"claude reached its turn limit after {result.get('num_turns')} turns")
     if result.get("is_error") or (subtype and subtype != "success"):
         what = subtype if subtype and subtype != "success" else "an error"
-        return Parsed(text, usage, error=f"claude reported {what}: {text[:200]}")
+        return Parsed(text, usage, error=f"claude reported {what}: {text[:200]}", retry_after=limit_wait(text))
     return Parsed(text, usage)
 
 
@@ -74,9 +75,11 @@ def parse_codex(stdout: str, exit_code: int | None) -> Parsed:
         kind = event.get("type", "")
         if kind == "turn.failed":
             message = (event.get("error") or {}).get("message", "turn failed")
-            return Parsed("\n".join(messages), usage, error=f"codex turn failed: {message}")
+            return Parsed("\n".join(messages), usage, error=f"codex turn failed: {message}",
+                          retry_after=limit_wait(str(message)))  # fmt: skip
         if kind == "error":
-            return Parsed("\n".join(messages), usage, error=f"codex error: {event.get('message', '')}")
+            message = str(event.get("message", ""))
+            return Parsed("\n".join(messages), usage, error=f"codex error: {message}", retry_after=limit_wait(message))
         if kind == "turn.completed":
             for key, value in (event.get("usage") or {}).items():
                 usage[key] = usage.get(key, 0) + value
@@ -102,7 +105,8 @@ def parse_gemini(stdout: str, exit_code: int | None) -> Parsed:
     if error or exit_code in GEMINI_EXIT or exit_code:
         detail = (error or {}).get("message") if isinstance(error, dict) else error
         why = detail or GEMINI_EXIT.get(exit_code or 0, f"exit {exit_code}")
-        return Parsed(text, usage, error=f"gemini failed: {why}")
+        code = " ".join(str(error.get(key, "")) for key in ("code", "status")) if isinstance(error, dict) else ""
+        return Parsed(text, usage, error=f"gemini failed: {why}", retry_after=limit_wait(f"{code} {why}"))
     if "response" not in result:
         return Parsed(stdout, usage, error="no JSON response from gemini")
     return Parsed(text, usage)
