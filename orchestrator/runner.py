@@ -21,7 +21,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -524,9 +523,10 @@ class Attempt:
             prompt_file, folder / f"{role}.log", self._verdict_file(step), self.cancel, job_left_s=left,
         )  # fmt: skip
         result = None
-        in_process = getattr(agent, "runs_in_process", False)  # no process that `orch cancel` could stop
         try:
-            with cancel_when(self._taken, self.cancel) if in_process else nullcontext():
+            # `orch cancel` stops an agent process itself; the row is watched too, for the times no process
+            # runs: an HTTP request, or an agent CLI waiting out a rate limit between its tries
+            with cancel_when(self._taken, self.cancel):
                 result = agent.step(request)
         except AgentTimeoutError as error:
             if left < spec_timeout or error.whole_job:

@@ -1,13 +1,15 @@
 """Noticing that an item was taken away while one of its steps runs inside the runner.
 
 An agent process is registered under ``.orch/procs/``, so ``orch cancel`` in
-another shell stops it at once. An HTTP model's request runs on a thread of
-the runner, which no other process can signal, and heartbeats come only every
-``lease / 3``. So while such a step is in flight the runner asks the store
-every ``CANCEL_POLL`` seconds whether the item is still its own, and sets the
-step's cancel event (which shuts the request's socket) when it is not. One
-ask is one row read: the queue file read and compared with the last parse
-(markdown), or one indexed row (SQLite, PostgreSQL).
+another shell stops it at once. But an HTTP model's request runs on a thread
+of the runner, and an agent CLI waiting out a rate limit has no process
+between its tries: nothing another process could signal, and heartbeats come
+only every ``lease / 3``. So while a step runs the runner asks the store every
+``CANCEL_POLL`` seconds whether the item is still its own, and sets the step's
+cancel event (which shuts a request's socket, ends a wait, stops a process
+group) when it is not. One ask is one row read: the queue file read and
+compared with the last parse (markdown), or one indexed row (SQLite,
+PostgreSQL).
 """
 
 from __future__ import annotations

@@ -556,6 +556,26 @@ def test_a_cancel_during_a_limit_wait_ends_the_step_at_once(tmp_path, bin_dir):
     assert moments["wait"] == DEFAULT_WAIT and returned - moments["cancelled"] < 1.0 and len(calls(claude)) == 1
 
 
+def test_orch_cancel_from_another_shell_ends_a_limit_wait_at_once(tmp_path, bin_dir):
+    from tests.conftest import run_orch
+    from tests.runs import wait_for
+
+    claude = fake_cli(bin_dir, "claude", {"stdout": CLAUDE_429})  # the default 60 s wait, with no process
+    repo = tmp_path / "repo"
+    make_repo(repo, [row("A-1", "write out.txt")], config({"kind": "claude"}))
+    run, outcomes = runner(repo), []
+    thread = threading.Thread(target=lambda: outcomes.extend(run.run()), daemon=True)
+    thread.start()
+    wait_for(lambda: calls(claude), "the first try to hit the limit")
+    assert run_orch("--queue", str(repo / "QUEUE.md"), "cancel", "--id", "A-1").returncode == 0
+    cancelled = time.monotonic()
+    thread.join(BOUND)
+    assert time.monotonic() - cancelled < 2.0, "the wait outlived the cancel"
+    [outcome] = outcomes
+    assert outcome.state == states.CANCELED and len(calls(claude)) == 1
+    assert run.store.get("A-1").status is Status.BLOCKED
+
+
 def test_without_a_job_bound_a_limit_longer_than_the_step_timeout_fails_at_once(tmp_path, bin_dir):
     fake_cli(bin_dir, "claude", {"stdout": CLAUDE_429})
     started = time.monotonic()

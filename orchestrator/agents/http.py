@@ -291,7 +291,6 @@ class HttpAgent:
     judged_by_exit_code: bool = False
     rng: random.Random = field(default_factory=random.Random)
     on_rate_limit: Callable[[float], None] | None = None  # a conductor pauses the agent's pool
-    runs_in_process = True  # no process for `orch cancel` to signal: the runner watches the item's row instead
 
     def check(self) -> None:
         if not self.base_url or not self.model:
