@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 from orchestrator import audit
 from orchestrator import manifest as states
@@ -190,10 +191,12 @@ class Conductor(RunHooks):
 
 
 def _result(outcome: Outcome, item: Item, route: Route) -> dict:
+    # usage and cost of the task: every attempt's (.orch/runs/<id>/<attempt>/job_manifest.json), not the last one's
+    usage = states.item_usage(Path(outcome.manifest).parents[3], outcome.item_id) or outcome.usage
     return {
         "id": outcome.item_id, "status": item.status.value, "attempts": item.attempts,
         "duration_s": round(outcome.duration_s, 3), "pool": route.pool or "", "agent": route.agent or "",
-        "branch": outcome.branch, "final_commit": outcome.commit, "usage": outcome.usage,
-        "cost_usd": outcome.usage.get("cost_usd", outcome.usage.get("total_cost_usd", 0)),
+        "branch": outcome.branch, "final_commit": outcome.commit, "usage": usage,
+        "cost_usd": usage.get("cost_usd", usage.get("total_cost_usd", 0)),
         "note": outcome.note, "finished": local_now(),
     }  # fmt: skip

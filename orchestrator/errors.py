@@ -137,7 +137,14 @@ class MissingPathError(BadInputError):
 
 
 class AgentError(OrchError):
-    """An agent step failed; the runner records the item as FAILED."""
+    """An agent step failed; the runner records the item as FAILED.
+
+    ``usage`` and ``exit_code``: what the failed step still reported (tokens and cost were spent all the same).
+    """
+
+    def __init__(self, message: str, *, usage: dict | None = None, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.usage, self.exit_code = usage or {}, exit_code
 
 
 class AgentTimeoutError(AgentError):

@@ -492,6 +492,10 @@ class Attempt:
             if supervisor.intervention:
                 verdict = Verdict(INTERVENTION, supervisor.intervention, "", "supervisor")
         except AgentError as error:
+            if error.usage or error.exit_code is not None:  # the failed call still spent tokens: keep its account
+                role = "supervisor" if "worker" in record else "worker"
+                name = self.config.supervisor if role == "supervisor" else worker_name
+                record[role] = {"agent": name, "exit_code": error.exit_code, "usage": error.usage, "error": str(error)}
             self._commit(step, record, type(error).__name__.replace("Agent", "").replace("Error", "").upper()
                          or "ERROR", str(error))  # fmt: skip
             raise

@@ -606,8 +606,30 @@ def test_codex_turn_failed_with_exit_0_fails_the_attempt_and_the_retry_runs(tmp_
         "error:w: codex turn failed: stream disconnected before completion", "retry:1", "done:2",
     ]  # fmt: skip
     first = manifest(tmp_path / "repo", attempt=1)
-    assert first["state"] == states.FAILED and "worker" not in first["steps"][0]  # the step raised
+    assert first["state"] == states.FAILED
+    assert first["steps"][0]["worker"] == {
+        "agent": "w",
+        "exit_code": 0,
+        "usage": {},  # what the failed call told
+        "error": "w: codex turn failed: stream disconnected before completion",
+    }
     assert "codex turn failed" in first["history"][-1]["message"]
+
+
+def test_a_failed_claude_call_still_counts_its_usage_and_the_item_sums_every_attempt(tmp_path, bin_dir):
+    from orchestrator.manifest import item_usage
+
+    spent = {"input_tokens": 700, "output_tokens": 40}
+    fake_cli(bin_dir, "claude", {"when": {"attempt": 1}, "stdout": claude_result(
+                 is_error=True, subtype="error_during_execution", result="API Error: 500", total_cost_usd=0.05,
+                 usage=spent)},
+             {"write": {"out.txt": "hi\n"}, "stdout": claude_result()})  # fmt: skip
+    run, outcomes = run_one(tmp_path / "repo", {"kind": "claude"}, retry={"max_attempts": 2, "backoff_base": 0.01})
+    assert [(o.attempt, o.state) for o in outcomes] == [(1, states.FAILED), (2, states.SUCCESS)]
+    failed = manifest(tmp_path / "repo", attempt=1)
+    assert failed["usage"]["total_cost_usd"] == 0.05 and failed["steps"][0]["worker"]["usage"]["input_tokens"] == 700
+    total = item_usage(tmp_path / "repo" / ".orch", "A-1")
+    assert total["total_cost_usd"] == round(0.05 + 0.0123, 6) and total["input_tokens"] == 700 + 12
 
 
 def test_codex_error_event_fails_the_item(tmp_path, bin_dir):

@@ -780,6 +780,33 @@ def test_usage_and_cost_reported_by_the_agent_are_summed_into_the_result_line(tm
     assert manifest["usage"] == result["usage"]
 
 
+# The worker's first attempt ends in an API error that still cost tokens; the second succeeds.
+FAKE_CLAUDE_FAILING_ONCE = """\
+import json, os, sys
+from pathlib import Path
+sys.stdin.read()
+first = os.environ["ORCH_ATTEMPT"] == "1"
+Path("claude.txt").write_text("attempt " + os.environ["ORCH_ATTEMPT"] + "\\n")
+print(json.dumps({"type": "result", "subtype": "error_during_execution" if first else "success", "is_error": first,
+                  "result": "API Error: 500" if first else "done", "num_turns": 1,
+                  "usage": {"input_tokens": 100, "output_tokens": 20}, "total_cost_usd": 0.25}))
+"""
+
+
+def test_a_tasks_result_line_sums_usage_and_cost_over_every_attempt(tmp_path):
+    fake = {"kind": "claude", "argv": [PY, "-c", FAKE_CLAUDE_FAILING_ONCE]}
+    settings = config(fake, {"kind": "command", "argv": [PY, "-c", "pass"]},
+                      retry={"max_attempts": 2, "backoff_base": 0.01})  # fmt: skip
+    queue = job_repo(tmp_path, settings)
+    package = plan(queue, "--name", "twice", "--count", "1")
+    orch(queue, "dispatch", str(package.order))
+    outcomes = run_in_process(tmp_path, package.job_id)
+    assert [(o.attempt, o.state) for o in outcomes] == [(1, "FAILED"), (2, "SUCCESS")]
+    [result] = [json.loads(line) for line in package.results.read_text().splitlines()]
+    assert (result["attempts"], result["cost_usd"]) == (2, 0.5)
+    assert result["usage"] == {"input_tokens": 200, "output_tokens": 40, "total_cost_usd": 0.5, "num_turns": 2}
+
+
 # --- cleanup and archive: only what was asked for -------------------------------------------
 
 

@@ -193,9 +193,10 @@ class CommandAgent:
             for log in (request.log_file, request.log_file.with_suffix(".stderr.log")):
                 log.unlink(missing_ok=True)  # the logs are the try that counts
         if parsed.error:
-            raise AgentError(f"{self.name}: {parsed.error}")
+            raise AgentError(f"{self.name}: {parsed.error}", usage=parsed.usage, exit_code=code)
         if self.judge_by_diff and not has_changes(request.workdir):
-            raise AgentError(f"{self.name} changed no file: {' '.join(parsed.text.split())[-200:]}")
+            raise AgentError(f"{self.name} changed no file: {' '.join(parsed.text.split())[-200:]}",
+                             usage=parsed.usage, exit_code=code)  # fmt: skip
         duration = time.monotonic() - started
         return StepResult(parsed.text, code, duration, parsed.usage, None, digest, size, parsed.intervention)
 
