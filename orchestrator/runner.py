@@ -179,12 +179,18 @@ class Runner:
         return self.agents[name]
 
     def check(self) -> None:
-        """Fail before claiming anything if the worker or supervisor cannot run."""
+        """Fail before claiming anything if the worker, the supervisor or an agent a PENDING row names cannot run."""
         for role in ("worker", "supervisor"):
             name = getattr(self.config, role)
             if not name:
                 raise ConfigError(f"{self.config.path}: {role}: name the agent for {role} steps (see orch init)")
             self.agent(name)
+        named = {item.agent: item.id for item in self.store.items(Status.PENDING) if item.agent}
+        for name, item_id in sorted(named.items()):
+            try:
+                self.agent(name)
+            except ConfigError as error:
+                raise ConfigError(f"{error} (item {item_id} names it in its agent column)") from None
 
     # --- claiming and driving -----------------------------------------------------
 

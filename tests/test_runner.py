@@ -201,6 +201,17 @@ def test_a_missing_agent_program_is_a_config_error_before_any_claim(tmp_path):
     assert "PENDING" in (tmp_path / "QUEUE.md").read_text()
 
 
+@pytest.mark.parametrize(("agent", "said"), [("ghost", "no agent named 'ghost'"),
+                                              ("broken", "no-such-agent-binary-xyz")])  # fmt: skip
+def test_an_agent_a_pending_row_names_is_checked_before_any_claim(tmp_path, agent, said):
+    settings = config(WRITE_FILE)
+    settings["agents"]["broken"] = {"kind": "command", "argv": ["no-such-agent-binary-xyz"]}
+    make_repo(tmp_path, [row("A-1"), row("B-2", agent=agent)], settings)
+    with pytest.raises(ConfigError, match=f"{said}.*item B-2 names it in its agent column"):
+        runner(tmp_path)
+    assert operations.summarize(MarkdownStore(tmp_path / "QUEUE.md")).counts["PENDING"] == 2  # nothing claimed
+
+
 def test_dependencies_run_in_order(tmp_path):
     make_repo(tmp_path, [row("B", deps="A"), row("A")], config(WRITE_FILE))
     outcomes = runner(tmp_path, workers=2).run()
