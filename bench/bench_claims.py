@@ -84,7 +84,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import fcntl
 import importlib.metadata
 import importlib.util
 import json
@@ -93,13 +92,14 @@ import platform
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from benchlib import commit, item_id, machine_state, run_workers, title, wait_for_start
 
 PROCESSES = (1, 4, 8)
 TARGET_PROCESSES = 4
@@ -114,11 +114,6 @@ MARKDOWN_HEADER = (
     "| agent | job | depends_on | notes |\n"
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
 )
-REPO = Path(__file__).resolve().parent.parent
-# Measure the orch of this checkout, whatever the venv's editable install points to.
-sys.path.insert(0, str(REPO))
-RUN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-RUN_ENV["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
 
 
 @dataclass(frozen=True)
@@ -142,14 +137,6 @@ BACKENDS = (
     Backend("orch markdown 1-call", "orch-markdown", {"durable": True, "combined": True}),
 )
 PEER_MODULES = {"persist-queue": ("persistqueue", "persist-queue"), "huey": ("huey", "huey")}
-
-
-def item_id(n: int) -> str:
-    return f"T-{n:05d}"
-
-
-def title(n: int) -> str:
-    return f"Benchmark task {n}: claim it, then complete it"
 
 
 # --- workers (run as `python bench_claims.py --worker SPEC`) ------------------------------------------------
@@ -270,8 +257,7 @@ def worker_main(spec: dict) -> None:
     cycle, finish, durability = open_worker(spec)
     print(json.dumps({"ready": True, "durability": durability}), flush=True)
 
-    barrier = os.open(spec["barrier"], os.O_RDONLY)
-    fcntl.flock(barrier, fcntl.LOCK_SH)  # blocks until the parent lets every worker go at once
+    wait_for_start(spec["barrier"])  # the parent lets every worker go at once
     start = time.perf_counter()
     deadline = start + spec["seconds"]
     ids: list[str] = []
@@ -392,30 +378,6 @@ def finished_count(backend: Backend, path: Path, total: int) -> int:
     return total - left
 
 
-def fsync_probe(folder: Path, count: int = 100) -> tuple[float, float]:
-    """Median and 90th percentile ms of appending 4 KiB to a file and fsyncing it: how busy the disk is now."""
-    path = folder / "fsync-probe"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    samples = []
-    try:
-        for _ in range(count):
-            os.write(fd, b"x" * 4096)
-            start = time.perf_counter()
-            os.fsync(fd)
-            samples.append(time.perf_counter() - start)
-    finally:
-        os.close(fd)
-        path.unlink()
-    samples.sort()
-    return 1000 * statistics.median(samples), 1000 * samples[int(0.9 * (len(samples) - 1))]
-
-
-def machine_state(folder: Path) -> str:
-    fsync_median, fsync_p90 = fsync_probe(folder)
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"fsync 4 KiB: median {fsync_median:.2f} ms, p90 {fsync_p90:.2f} ms; load average {load}"
-
-
 # --- one measurement ---------------------------------------------------------------------------------------
 
 
@@ -436,43 +398,9 @@ class Cell:
 
 def measure(backend: Backend, template: Path, folder: Path, processes: int, seconds: float, total: int) -> Cell:
     path = fresh_copy(template, folder)
-    barrier_path = folder / "barrier"
-    barrier_path.touch()
-    barrier = os.open(barrier_path, os.O_RDWR)
-    fcntl.flock(barrier, fcntl.LOCK_EX)
-    workers = []
-    try:
-        for index in range(processes):
-            spec = {"kind": backend.kind, "path": str(path), "options": backend.options, "index": index,
-                    "seconds": seconds, "barrier": str(barrier_path)}  # fmt: skip
-            log = open(folder / f"worker-{index}.err", "w+")  # closed in the finally below
-            argv = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-            proc = subprocess.Popen(argv, cwd=REPO, env=RUN_ENV, stdout=subprocess.PIPE, stderr=log, text=True)
-            workers.append((proc, log))
-        durability = set()
-        for proc, log in workers:
-            line = proc.stdout.readline()
-            if not line:
-                proc.wait()
-                log.seek(0)
-                raise RuntimeError(f"{backend.label}: a worker failed before the start:\n{log.read()}")
-            durability.add(json.loads(line)["durability"])
-        release = time.perf_counter()
-        fcntl.flock(barrier, fcntl.LOCK_UN)
-        reports = []
-        for proc, log in workers:
-            out, _ = proc.communicate()
-            if proc.returncode != 0 or not out.strip():
-                log.seek(0)
-                raise RuntimeError(f"{backend.label}: a worker exited {proc.returncode}:\n{log.read()}")
-            reports.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        os.close(barrier)
-        for proc, log in workers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            log.close()
+    specs = [{"kind": backend.kind, "path": str(path), "options": backend.options, "index": index,
+              "seconds": seconds} for index in range(processes)]  # fmt: skip
+    reports, durability, release = run_workers(Path(__file__).resolve(), backend.label, specs, folder)
 
     ids = [done for report in reports for done in report["ids"]]
     cycles = len(ids)
@@ -503,18 +431,6 @@ def version(distribution: str) -> str:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return "?"
-
-
-def commit() -> str:
-    """The checkout's commit, marked dirty if orchestrator/ has uncommitted changes."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "orchestrator"], cwd=REPO, capture_output=True, text=True
-        )
-    except OSError:
-        return "?"
-    return (head.stdout.strip() or "?") + (" with uncommitted changes in orchestrator/" if dirty.stdout.strip() else "")
 
 
 def available(backends: tuple[Backend, ...]) -> list[Backend]:

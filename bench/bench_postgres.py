@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import fcntl
 import json
 import os
 import platform
@@ -69,7 +68,6 @@ import resource
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,15 +75,12 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchlib import commit, item_id, machine_state, run_workers, title, wait_for_start
+
 PROCESSES = (1, 4, 8)
 TARGETS = ((4, 0.8, ">="), (8, 1.0, ">"))  # postgres / sqlite durable
 LEASE = 300.0
 MAX_ERRORS = 50  # a worker stops after this many failed cycles
-REPO = Path(__file__).resolve().parent.parent
-# Measure the orch of this checkout, whatever the venv's editable install points to.
-sys.path.insert(0, str(REPO))
-RUN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-RUN_ENV["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -102,14 +97,6 @@ BACKENDS = (
     Backend("sqlite", "sqlite", {"durable": False}),
 )
 BASELINE = "sqlite durable"
-
-
-def item_id(n: int) -> str:
-    return f"T-{n:05d}"
-
-
-def title(n: int) -> str:
-    return f"Benchmark task {n}: claim it, then complete it"
 
 
 def with_database(dsn: str, name: str) -> str:
@@ -160,8 +147,7 @@ def worker_main(spec: dict) -> None:
     owner = f"bench-{spec['index']}@{os.getpid()}"
     print(json.dumps({"ready": True, "durability": durability}), flush=True)
 
-    barrier = os.open(spec["barrier"], os.O_RDONLY)
-    fcntl.flock(barrier, fcntl.LOCK_SH)  # blocks until the parent lets every worker go at once
+    wait_for_start(spec["barrier"])  # the parent lets every worker go at once
     clock = time.perf_counter
     own_cpu = resource.getrusage(resource.RUSAGE_SELF)
     server_cpu = cpu_seconds(backend_pid) if backend_pid else 0.0
@@ -346,33 +332,6 @@ def build_sqlite_template(folder: Path, items: int) -> Path:
     return path
 
 
-def fsync_probe(folder: Path, count: int = 100) -> tuple[float, float]:
-    """Median and 90th percentile ms of appending 4 KiB to a file and fsyncing it: how busy the disk is now."""
-    path = folder / "fsync-probe"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    samples = []
-    try:
-        for _ in range(count):
-            os.write(fd, b"x" * 4096)
-            start = time.perf_counter()
-            os.fsync(fd)
-            samples.append(time.perf_counter() - start)
-    finally:
-        os.close(fd)
-        path.unlink()
-    samples.sort()
-    return 1000 * statistics.median(samples), 1000 * samples[int(0.9 * (len(samples) - 1))]
-
-
-def machine_state(folder: Path) -> str:
-    fsync_median, fsync_p90 = fsync_probe(folder)
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"fsync 4 KiB: median {fsync_median:.2f} ms, p90 {fsync_p90:.2f} ms; load average {load}"
-
-
-# --- one measurement ---------------------------------------------------------------------------------------
-
-
 @dataclass
 class Cell:
     rate: float  # cycles/s
@@ -392,49 +351,6 @@ class Cell:
     statements: dict[str, list[float]] = field(default_factory=dict)  # --profile: pg_stat_statements totals
 
 
-def run_workers(backend: Backend, path: str, folder: Path, processes: int, seconds: float,
-                on_ready=lambda: None) -> tuple[list, set, float]:  # fmt: skip
-    barrier_path = folder / "barrier"
-    barrier_path.touch()
-    barrier = os.open(barrier_path, os.O_RDWR)
-    fcntl.flock(barrier, fcntl.LOCK_EX)
-    workers = []
-    try:
-        for index in range(processes):
-            spec = {"kind": backend.kind, "path": path, "options": backend.options, "index": index,
-                    "seconds": seconds, "barrier": str(barrier_path)}  # fmt: skip
-            log = open(folder / f"worker-{index}.err", "w+")  # closed in the finally below
-            argv = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-            proc = subprocess.Popen(argv, cwd=REPO, env=RUN_ENV, stdout=subprocess.PIPE, stderr=log, text=True)
-            workers.append((proc, log))
-        durability = set()
-        for proc, log in workers:
-            line = proc.stdout.readline()
-            if not line:
-                proc.wait()
-                log.seek(0)
-                raise RuntimeError(f"{backend.label}: a worker failed before the start:\n{log.read()}")
-            durability.add(json.loads(line)["durability"])
-        on_ready()
-        release = time.perf_counter()
-        fcntl.flock(barrier, fcntl.LOCK_UN)
-        reports = []
-        for proc, log in workers:
-            out, _ = proc.communicate()
-            if proc.returncode != 0 or not out.strip():
-                log.seek(0)
-                raise RuntimeError(f"{backend.label}: a worker exited {proc.returncode}:\n{log.read()}")
-            reports.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        os.close(barrier)
-        for proc, log in workers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            log.close()
-    return reports, durability, release
-
-
 def measure(backend: Backend, source, folder: Path, processes: int, seconds: float, name: str) -> Cell:
     folder.mkdir(parents=True)
     server: dict[str, float] = {}
@@ -448,7 +364,9 @@ def measure(backend: Backend, source, folder: Path, processes: int, seconds: flo
     try:
         profiling = backend.kind == "postgres" and source.profile
         on_ready = source.reset_statements if profiling else lambda: None
-        reports, durability, release = run_workers(backend, path, folder, processes, seconds, on_ready)
+        specs = [{"kind": backend.kind, "path": path, "options": backend.options, "index": index,
+                  "seconds": seconds} for index in range(processes)]  # fmt: skip
+        reports, durability, release = run_workers(Path(__file__).resolve(), backend.label, specs, folder, on_ready)
         ids = [done for report in reports for done in report["ids"]]
         cycles, unique = len(ids), len(set(ids))
         problems = [report["first_error"].strip().splitlines()[-1] for report in reports if report["errors"]]
@@ -482,18 +400,6 @@ def measure(backend: Backend, source, folder: Path, processes: int, seconds: flo
 
 
 # --- report ------------------------------------------------------------------------------------------------
-
-
-def commit() -> str:
-    """The checkout's commit, marked dirty if orchestrator/ has uncommitted changes."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "orchestrator"], cwd=REPO, capture_output=True, text=True
-        )
-    except OSError:
-        return "?"
-    return (head.stdout.strip() or "?") + (" with uncommitted changes in orchestrator/" if dirty.stdout.strip() else "")
 
 
 def median(values) -> float:
