@@ -479,8 +479,11 @@ def test_concurrent_attempts_survive_a_git_worktree_add_in_flight(tmp_path):
 
 def test_demo_runs_the_main_job_end_to_end(tmp_path):
     folder = tmp_path / "demo"
-    done = run_orch("demo", "--dir", str(folder), "--workers", "1", cwd=tmp_path, timeout=60)
+    done = run_orch("demo", "--dir", str(folder), cwd=tmp_path, timeout=60)
     assert (done.returncode, done.stderr) == (0, "")
+    lines = done.stdout.splitlines()
+    first_end = next(k for k, line in enumerate(lines) if " SUCCESS (" in line or " FAILED (" in line)
+    assert sum(" attempt 1 started in " in line for line in lines[:first_end]) >= 2  # workers run at once (3)
     queue = items(folder)
     assert {item_id: item.status.value for item_id, item in queue.items()} == {
         **{f"DEMO-{n}": "DONE" for n in range(1, 6)}, "DEMO-6": "BLOCKED",
@@ -495,6 +498,17 @@ def test_demo_runs_the_main_job_end_to_end(tmp_path):
     assert f"Where to look (in {folder}):" in done.stdout
     assert "git log --format='%h %s' orch/DEMO-2/1" in done.stdout
     assert "summary PENDING=0 IN_PROGRESS=0 BLOCKED=1 FAILED=0 DONE=5" in done.stdout
+
+
+def test_the_demo_makes_its_own_folder_when_given_none(tmp_path):
+    done = run_orch("demo", "--workers", "2", cwd=tmp_path, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "")
+    folder = Path(done.stdout.splitlines()[0].removeprefix("demo repository: "))
+    try:
+        assert folder.is_absolute() and not folder.is_relative_to(tmp_path)
+        assert git(folder, "branch", "--list", "orch/*").count("orch/") == 7
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_max_steps_from_the_cli_ends_the_attempt_asking_a_human(tmp_path):
