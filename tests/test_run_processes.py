@@ -536,3 +536,22 @@ def test_retry_run_resets_a_failed_item_and_runs_only_it(tmp_path):
     assert queue["X-1"].note_list() == ["error:boom", "retry:1", "done:2"]
     assert queue["Y-1"].status.value == "PENDING"  # --run runs the retried item, nothing else
     assert manifest(tmp_path, "X-1", 2)["state"] == "SUCCESS"
+
+
+def test_run_id_runs_only_that_item_from_the_configured_base_ref(tmp_path):
+    make_repo(tmp_path, [row("A-1"), row("B-2")], config(QUICK, base_ref="release"))
+    git(tmp_path, "checkout", "-q", "-b", "release")
+    (tmp_path / "ONLY_ON_RELEASE").write_text("r\n")
+    git(tmp_path, "add", "ONLY_ON_RELEASE")
+    git(tmp_path, "commit", "-q", "-m", "release only")
+    release = git(tmp_path, "rev-parse", "release").strip()
+    git(tmp_path, "checkout", "-q", "main")
+    done = run_orch("run", "--id", "B-2", cwd=tmp_path, timeout=WAIT)
+    assert (done.returncode, done.stderr) == (0, "")
+    queue = items(tmp_path)
+    assert (queue["A-1"].status.value, queue["B-2"].status.value) == ("PENDING", "DONE")
+    assert git(tmp_path, "merge-base", "orch/B-2/1", "release").strip() == release  # started from base_ref
+    (tmp_path / "orch.yaml").write_text(yaml.safe_dump(config(QUICK, base_ref="no-such-branch")))
+    refused = run_orch("run", "--id", "A-1", cwd=tmp_path, timeout=WAIT)
+    assert refused.returncode == 2 and "base ref 'no-such-branch' is not a commit" in refused.stderr
+    assert items(tmp_path)["A-1"].status.value == "PENDING"
