@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
+
+# Collected in any Python; run where orch's dependencies are (./run-tests sets up .venv with them).
+httpx = pytest.importorskip("httpx", reason="httpx is not installed in this Python: run ./run-tests")
 
 from orchestrator import manifest as states
 from orchestrator.agents import StepRequest, get_agent

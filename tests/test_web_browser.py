@@ -26,9 +26,11 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
+
+# Collected in any Python; run where orch's dependencies are (./run-tests sets up .venv with them).
+httpx = pytest.importorskip("httpx", reason="httpx is not installed in this Python: run ./run-tests")
 
 from orchestrator import operations
 from orchestrator.config import load_config
