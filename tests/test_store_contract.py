@@ -264,6 +264,7 @@ def test_every_transition_is_an_event(store):
         ("CLAIMED", "PENDING", "IN_PROGRESS"),
         ("COMPLETED", "IN_PROGRESS", "DONE"),
     ]
+    assert store.events("a")[1].data == {"attempt": 1}  # which attempt a claim started, on every backend
 
 
 def test_upsert_adds_new_items_and_replaces_known_ones(store):

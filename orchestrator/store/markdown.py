@@ -104,10 +104,10 @@ class Batch:
         except NotFoundError:
             return None
 
-    def put(self, old: Item, new: Item, actor: str, event: str) -> Item:
-        """Record a change (and its event); returns the item as its row will keep it."""
+    def put(self, old: Item, new: Item, actor: str, event: str, data: dict | None = None) -> Item:
+        """Record a change (and its event, with ``data``); returns the item as its row will keep it."""
         self.changed[new.id] = new
-        self.events.append(_transition_event(old, new, actor, event))
+        self.events.append(_transition_event(old, new, actor, event, data))
         return self.queue.stored(new)
 
 
@@ -353,7 +353,7 @@ class MarkdownStore:
                 attempt = max(item.attempts, batch.book.attempts.get(item.id, 0)) + 1
                 new = replace(model.claim(item, op["owner"], now), attempts=attempt)
                 batch.book.hold(item.id, Lease(op["owner"], attempt, now + op["lease"]))
-                stored = batch.put(item, new, op["owner"], "CLAIMED")
+                stored = batch.put(item, new, op["owner"], "CLAIMED", {"attempt": attempt})  # as the databases
                 return {"item": stored.as_dict(), "attempt": attempt, "lease_until": now + op["lease"]}
         return None
 
@@ -562,9 +562,9 @@ def _event(item_id: str, actor: str, event: str, before: str, after: str, note: 
     return Event(now_iso(), item_id, actor, event, before, after, note)
 
 
-def _transition_event(old: Item, new: Item, actor: str, event: str) -> Event:
+def _transition_event(old: Item, new: Item, actor: str, event: str, data: dict | None = None) -> Event:
     note = new.notes[len(old.notes) :].lstrip("; ") if new.notes.startswith(old.notes) else new.notes
-    return _event(new.id, actor, event, old.status.value, new.status.value, note)
+    return Event(now_iso(), new.id, actor, event, old.status.value, new.status.value, note, data or {})
 
 
 def _event_from_record(record: dict) -> Event:
