@@ -27,7 +27,7 @@ from orchestrator.store.markdown import MarkdownStore
 from orchestrator.store.sqlite import SqliteStore
 from tests.conftest import run_orch
 from tests.stores import BACKENDS, FULL_HEADER, make_store
-from tests.workers import finish, popen, read_line, reaped_at_exit, started_together
+from tests.workers import assert_each_item_done_once, finish, popen, read_line, reaped_at_exit, started_together
 
 WORKER_TIMEOUT = 120.0
 """Seconds a group of workers may take from start to finish; far above a normal run."""
@@ -65,7 +65,7 @@ CLAIMER = textwrap.dedent(
         else:
             done = store.complete(claim.item.id, owner, attempt=claim.attempt)
             next_claim = store.claim(owner, lease=300)
-        completed.append([done.id, claim.attempt, done.status.value])
+        completed.append([done.id, claim.attempt, done.status.value, done.owner])
         claim = next_claim
     sys.stdout.write(json.dumps({{"owner": owner, "completed": completed}}) + "\\n")
     """
@@ -119,31 +119,8 @@ def test_eight_processes_claiming_at_once_take_each_item_exactly_once(tmp_path: 
 
     reports = [json.loads(out) for out in outputs]
     assert [report["owner"] for report in reports] == [f"w{k}" for k in range(WORKERS)]
-    completed_by: dict[str, list[str]] = {}
-    for report in reports:
-        for item_id, attempt, status in report["completed"]:
-            assert (attempt, status) == (1, "DONE"), (item_id, report["owner"])
-            completed_by.setdefault(item_id, []).append(report["owner"])
-    twice = {item_id: owners for item_id, owners in completed_by.items() if len(owners) > 1}
-    assert twice == {}, "items completed by more than one worker"
-    assert sorted(completed_by) == ids, "items lost or invented"
-
-    items = store.items()
-    assert [item.id for item in items] == ids
-    for item in items:
-        owner = completed_by[item.id][0]
-        assert (item.status, item.owner, item.attempts, item.notes) == (Status.DONE, owner, 1, "done:1"), item
-    assert store.counts() == {"PENDING": 0, "IN_PROGRESS": 0, "BLOCKED": 0, "FAILED": 0, "DONE": count}
-
-    for item_id in ids:
-        events = store.events(item_id)
-        owner = completed_by[item_id][0]
-        assert [(e.event, e.actor, e.from_status, e.to_status) for e in events] == [
-            ("ADDED", "test", "", "PENDING"),
-            ("CLAIMED", owner, "PENDING", "IN_PROGRESS"),
-            ("COMPLETED", owner, "IN_PROGRESS", "DONE"),
-        ], item_id
-    shares = Counter(owner for owners in completed_by.values() for owner in owners)
+    owner_of = assert_each_item_done_once(store, reports, ids)
+    shares = Counter(owner_of.values())
     print(
         f"{backend}, {api}: {count} items by {WORKERS} processes in {elapsed:.1f}s; "
         f"per worker {dict(sorted(shares.items()))}"

@@ -43,7 +43,7 @@ from tests.conftest import ROOT, orch_argv, run_orch
 from tests.runs import PY, config, git, make_repo
 from tests.runs import wait_for as _wait_for
 from tests.stores import FULL_HEADER
-from tests.workers import env, finish, popen, read_line, reaped_at_exit, started_together
+from tests.workers import assert_each_item_done_once, env, finish, popen, read_line, reaped_at_exit, started_together
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups and signals")
 
@@ -165,37 +165,13 @@ def test_eight_processes_on_two_hosts_complete_each_item_exactly_once(store, pg_
 
     reports = [json.loads(out) for out in outputs]
     assert [report["owner"] for report in reports] == OWNERS
-    completed_by: dict[str, list[str]] = {}
-    for report in reports:
-        for item_id, attempt, status, owner in report["completed"]:
-            assert (attempt, status, owner) == (1, "DONE", report["owner"]), item_id
-            completed_by.setdefault(item_id, []).append(report["owner"])
-    twice = {item_id: owners for item_id, owners in completed_by.items() if len(owners) > 1}
-    assert twice == {}, "items completed by more than one worker"
-    assert sorted(completed_by) == ids, "items lost or invented"
-
-    items = store.items()
-    assert [item.id for item in items] == ids
-    for item in items:
-        owner = completed_by[item.id][0]
-        assert (item.status, item.owner, item.attempts, item.notes) == (Status.DONE, owner, 1, "done:1"), item
-    assert store.counts() == {"PENDING": 0, "IN_PROGRESS": 0, "BLOCKED": 0, "FAILED": 0, "DONE": ITEMS}
+    owner_of = assert_each_item_done_once(store, reports, ids)
     assert store.lease_ends() == {}
-
-    for item_id in ids:
-        owner = completed_by[item_id][0]
-        events = store.events(item_id)
-        assert [(e.event, e.actor, e.from_status, e.to_status) for e in events] == [
-            ("ADDED", "test", "", "PENDING"),
-            ("CLAIMED", owner, "PENDING", "IN_PROGRESS"),
-            ("COMPLETED", owner, "IN_PROGRESS", "DONE"),
-        ], item_id
-        assert events[1].data == {"attempt": 1}
     with _admin(pg_dsn) as conn:
         per_event = dict(conn.execute("SELECT event, count(*) FROM events GROUP BY event").fetchall())
     assert per_event == {"ADDED": ITEMS, "CLAIMED": ITEMS, "COMPLETED": ITEMS}
 
-    shares = Counter(owner for owners in completed_by.values() for owner in owners)
+    shares = Counter(owner_of.values())
     hosts = Counter(owner[:5] for owner in shares.elements())
     print(f"postgres: {ITEMS} items by 8 processes in {elapsed:.1f}s; per host {dict(hosts)}, per worker {shares}")
 

@@ -76,3 +76,35 @@ def finish(procs: list[subprocess.Popen], timeout: float = TIMEOUT) -> list[str]
         assert err == b"", err.decode()
         outputs.append(out.decode())
     return outputs
+
+
+def assert_each_item_done_once(store, reports: list[dict], ids: list[str]) -> dict[str, str]:
+    """Every id completed on attempt 1 by exactly one worker, none lost or invented, and the store agrees:
+    its rows, counts and events. ``reports``: each worker's ``{"owner", "completed": [[id, attempt,
+    status, owner], ...]}``. Returns each id's owner."""
+    completed_by: dict[str, list[str]] = {}
+    for report in reports:
+        for item_id, attempt, status, owner in report["completed"]:
+            assert (attempt, status, owner) == (1, "DONE", report["owner"]), item_id
+            completed_by.setdefault(item_id, []).append(report["owner"])
+    twice = {item_id: owners for item_id, owners in completed_by.items() if len(owners) > 1}
+    assert twice == {}, "items completed by more than one worker"
+    assert sorted(completed_by) == ids, "items lost or invented"
+    owner_of = {item_id: owners[0] for item_id, owners in completed_by.items()}
+
+    from orchestrator.model import Status
+
+    items = store.items()
+    assert [item.id for item in items] == ids
+    for item in items:
+        assert (item.status, item.owner, item.attempts, item.notes) == (Status.DONE, owner_of[item.id], 1, "done:1")
+    assert store.counts() == {"PENDING": 0, "IN_PROGRESS": 0, "BLOCKED": 0, "FAILED": 0, "DONE": len(ids)}
+    for item_id in ids:
+        events = store.events(item_id)
+        assert [(e.event, e.actor, e.from_status, e.to_status) for e in events] == [
+            ("ADDED", "test", "", "PENDING"),
+            ("CLAIMED", owner_of[item_id], "PENDING", "IN_PROGRESS"),
+            ("COMPLETED", owner_of[item_id], "IN_PROGRESS", "DONE"),
+        ], item_id
+        assert events[1].data == {"attempt": 1}
+    return owner_of
