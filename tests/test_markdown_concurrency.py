@@ -16,8 +16,6 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,8 +23,8 @@ import pytest
 from orchestrator import model
 from orchestrator.queuefile import QueueFile
 from orchestrator.store.markdown import TEMP_MARK, MarkdownStore
-from tests.conftest import ROOT, SAMPLE_QUEUE, orch_argv, run_orch
-from tests.workers import read_line
+from tests.conftest import SAMPLE_QUEUE, orch_argv, run_orch
+from tests.workers import env, finish, started_together
 
 WORKER_TIMEOUT = 120.0
 """Seconds a group of workers may take from start to finish; far above a normal run."""
@@ -73,54 +71,13 @@ EDITOR = textwrap.dedent(
 """A person's editor: saves the queue with a hand edit, without taking orch's lock."""
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
 def _temp_files(folder: Path) -> set[str]:
     return {name for name in os.listdir(folder) if TEMP_MARK in name}
 
 
-@contextmanager
-def _started_together(command_lists: list[list[list[str]]]) -> Iterator[list[subprocess.Popen]]:
+def _started_together(command_lists: list[list[list[str]]]):
     """One worker process per command list, all released at the same moment."""
-    procs: list[subprocess.Popen] = []
-    try:
-        for commands in command_lists:
-            argv = [sys.executable, "-c", WORKER, json.dumps(commands)]
-            procs.append(
-                subprocess.Popen(
-                    argv,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    env=_env(),
-                )
-            )
-        deadline = time.monotonic() + WORKER_TIMEOUT
-        for proc in procs:
-            assert read_line(proc, deadline) == b"ready\n"
-        for proc in procs:
-            proc.stdin.write(b"go\n")
-            proc.stdin.flush()
-        yield procs
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate(timeout=30)
-
-
-def _finish(procs: list[subprocess.Popen]) -> list[str]:
-    """Each worker's stdout, once all exited 0 within the timeout."""
-    deadline = time.monotonic() + WORKER_TIMEOUT
-    outputs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
-        assert proc.returncode == 0, f"worker {proc.pid} exited {proc.returncode}:\n{err.decode()}"
-        assert err == b""
-        outputs.append(out.decode())
-    return outputs
+    return started_together([[sys.executable, "-c", WORKER, json.dumps(c)] for c in command_lists], WORKER_TIMEOUT)
 
 
 def _events(folder: Path) -> list[dict]:
@@ -137,7 +94,7 @@ def test_eight_processes_adding_at_once_lose_nothing(queue_file: Path) -> None:
     commands = [[["--queue", str(queue_file), "add", "--title", title] for title in own] for own in titles]
 
     with _started_together(commands) as procs:
-        outputs = _finish(procs)
+        outputs = finish(procs)
 
     printed = [line for out in outputs for line in out.splitlines()]
     assert len(printed) == workers * per_worker
@@ -191,7 +148,7 @@ def test_two_processes_changing_different_rows_at_once_lose_no_update(tmp_path: 
     cancels = [["--queue", str(queue), "cancel", "--id", item_id] for item_id in cancelled]
     replans = [["--queue", str(queue), "replan", "--id", i, "--notes", f"why {i}"] for i in reversed(replanned)]
     with _started_together([cancels, replans]) as procs:
-        cancel_out, replan_out = _finish(procs)
+        cancel_out, replan_out = finish(procs)
 
     assert cancel_out.splitlines() == [f"{item_id} -> BLOCKED" for item_id in cancelled]
     assert replan_out.splitlines() == [f"{item_id} -> BLOCKED" for item_id in reversed(replanned)]
@@ -347,7 +304,7 @@ def test_killing_writers_mid_rewrite_leaves_the_old_or_the_new_queue(tmp_path: P
         expected = _expected_after(current, k)
         proc = subprocess.Popen(
             orch_argv("--queue", str(queue), *_operation(k)[0]),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env(),
         )  # fmt: skip
         try:
             _kill_at_some_point(proc, tmp_path, k, typical)
