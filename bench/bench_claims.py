@@ -99,9 +99,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import commit, item_id, machine_state, run_workers, title, wait_for_start
+from benchlib import add_run_options, commit, item_id, machine_state, run_plan, run_workers, title, wait_for_start
 
-PROCESSES = (1, 4, 8)
 TARGET_PROCESSES = 4
 SQLITE_TARGET = 2.0  # orch sqlite / faster peer, at 4 processes
 MARKDOWN_TARGET = 300.0  # cycles/s
@@ -450,29 +449,16 @@ def available(backends: tuple[Backend, ...]) -> list[Backend]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=None, help="measurements of each cell (default 3; --quick 1)")
-    parser.add_argument("--quick", action="store_true", help="one run, shorter time budgets")
-    parser.add_argument("--seconds", type=float, default=None, help="SQLite time budget per run (default 2)")
+    add_run_options(parser, "SQLite time budget per run (default 2)")
     parser.add_argument("--markdown-seconds", type=float, default=None, help="markdown budget per run (default 3)")
     parser.add_argument("--items", type=int, default=20_000, help="pending items in the SQLite queues")
     parser.add_argument("--rows", type=int, default=1_000, help="PENDING rows in the markdown queue")
-    parser.add_argument("--processes", default=",".join(map(str, PROCESSES)), help="worker counts, comma-separated")
-    parser.add_argument("--only", default="", help="backend labels to run, comma-separated (default: all)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker_main(json.loads(args.worker))
         return
-    runs = args.runs or (1 if args.quick else 3)
-    seconds = args.seconds or (1.0 if args.quick else 2.0)
+    runs, seconds, processes, wanted = run_plan(parser, args, [b.label for b in BACKENDS])
     markdown_seconds = args.markdown_seconds or (1.5 if args.quick else 3.0)
-    processes = tuple(int(part) for part in args.processes.split(","))
-    if runs < 1 or min(processes) < 1:
-        parser.error("--runs and --processes must be at least 1")
-    wanted = {label.strip() for label in args.only.split(",") if label.strip()}
-    unknown = wanted - {backend.label for backend in BACKENDS}
-    if unknown:
-        parser.error(f"unknown backend {sorted(unknown)}; known: {', '.join(b.label for b in BACKENDS)}")
 
     print(f"python {platform.python_version()} ({sys.executable}), SQLite {sqlite3.sqlite_version}")
     print(f"{platform.system()} {platform.release()} {platform.machine()}, {os.cpu_count()} CPUs")

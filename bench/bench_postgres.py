@@ -75,9 +75,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import commit, item_id, machine_state, run_workers, title, wait_for_start
+from benchlib import add_run_options, commit, item_id, machine_state, run_plan, run_workers, title, wait_for_start
 
-PROCESSES = (1, 4, 8)
 TARGETS = ((4, 0.8, ">="), (8, 1.0, ">"))  # postgres / sqlite durable
 LEASE = 300.0
 MAX_ERRORS = 50  # a worker stops after this many failed cycles
@@ -518,29 +517,16 @@ def shorten(query: str, limit: int = 70) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=None, help="measurements of each cell (default 3; --quick 1)")
-    parser.add_argument("--quick", action="store_true", help="one run, 1 s budgets")
-    parser.add_argument("--seconds", type=float, default=None, help="time budget per run (default 2; --quick 1)")
+    add_run_options(parser, "time budget per run (default 2; --quick 1)")
     parser.add_argument("--items", type=int, default=10_000, help="PENDING items in each queue")
-    parser.add_argument("--processes", default=",".join(map(str, PROCESSES)), help="worker counts, comma-separated")
-    parser.add_argument("--only", default="", help="backend labels to run, comma-separated (default: all)")
     parser.add_argument("--dsn", help="an existing PostgreSQL server (default: a throwaway cluster)")
     parser.add_argument("--profile", action="store_true",
                         help="also time every statement with pg_stat_statements (adds a little overhead)")  # fmt: skip
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker_main(json.loads(args.worker))
         return
-    runs = args.runs or (1 if args.quick else 3)
-    seconds = args.seconds or (1.0 if args.quick else 2.0)
-    processes = tuple(int(part) for part in args.processes.split(","))
-    if runs < 1 or min(processes) < 1:
-        parser.error("--runs and --processes must be at least 1")
-    wanted = {label.strip() for label in args.only.split(",") if label.strip()}
-    unknown = wanted - {backend.label for backend in BACKENDS}
-    if unknown:
-        parser.error(f"unknown backend {sorted(unknown)}; known: {', '.join(b.label for b in BACKENDS)}")
+    runs, seconds, processes, wanted = run_plan(parser, args, [b.label for b in BACKENDS])
     backends = [b for b in BACKENDS if not wanted or b.label in wanted]
 
     import psycopg

@@ -8,6 +8,7 @@ all at once, and each prints its report as its last line.
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import os
@@ -120,3 +121,30 @@ def commit() -> str:
     except OSError:
         return "?"
     return (head.stdout.strip() or "?") + (" with uncommitted changes in orchestrator/" if dirty.stdout.strip() else "")
+
+
+PROCESSES = (1, 4, 8)
+
+
+def add_run_options(parser, seconds_help: str) -> None:
+    """The options both process benchmarks take (each adds its own beside them)."""
+    parser.add_argument("--runs", type=int, default=None, help="measurements of each cell (default 3; --quick 1)")
+    parser.add_argument("--quick", action="store_true", help="one run, shorter time budgets")
+    parser.add_argument("--seconds", type=float, default=None, help=seconds_help)
+    parser.add_argument("--processes", default=",".join(map(str, PROCESSES)), help="worker counts, comma-separated")
+    parser.add_argument("--only", default="", help="backend labels to run, comma-separated (default: all)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def run_plan(parser, args, labels: list[str]) -> tuple[int, float, tuple[int, ...], set[str]]:
+    """(runs, seconds a run, process counts, the backend labels asked for: empty for all), checked."""
+    runs = args.runs or (1 if args.quick else 3)
+    seconds = args.seconds or (1.0 if args.quick else 2.0)
+    processes = tuple(int(part) for part in args.processes.split(","))
+    if runs < 1 or min(processes) < 1:
+        parser.error("--runs and --processes must be at least 1")
+    wanted = {label.strip() for label in args.only.split(",") if label.strip()}
+    unknown = wanted - set(labels)
+    if unknown:
+        parser.error(f"unknown backend {sorted(unknown)}; known: {', '.join(labels)}")
+    return runs, seconds, processes, wanted
