@@ -99,7 +99,16 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import add_run_options, commit, item_id, machine_state, run_plan, run_workers, title, wait_for_start
+from benchlib import (
+    add_run_options,
+    commit,
+    item_id,
+    measure_rounds,
+    run_plan,
+    run_workers,
+    title,
+    wait_for_start,
+)  # fmt: skip
 
 TARGET_PROCESSES = 4
 SQLITE_TARGET = 2.0  # orch sqlite / faster peer, at 4 processes
@@ -473,8 +482,6 @@ def main() -> None:
     backends = [b for b in available(BACKENDS) if not wanted or b.label in wanted]
     print()
 
-    results: dict[str, dict[int, list[Cell]]] = {b.label: {n: [] for n in processes} for b in backends}
-    durability: dict[str, str] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="orch-bench-claims-") as temp:
         root = Path(temp)
@@ -485,29 +492,15 @@ def main() -> None:
                 folder = root / f"template-{len(templates)}"
                 templates[backend.kind] = build_template(backend, folder, args.items, args.rows)
                 print(f"built the {backend.kind} queue in {time.perf_counter() - t0:.1f} s")
-        counter = 0
 
-        def run(backend: Backend, n: int, budget: float) -> Cell:
-            nonlocal counter
-            counter += 1
+        def measure_one(backend: Backend, n: int, budget: float, folder: Path) -> Cell:
             total = args.rows if backend.kind == "orch-markdown" else args.items
-            cell = measure(backend, templates[backend.kind], root / f"run-{counter}", n, budget, total)
-            for problem in cell.problems:
-                print(f"  !! {backend.label}, {n} processes: {problem}")
-            if cell.duplicates:
-                print(f"  !! {backend.label}, {n} processes: {cell.duplicates} items were handed out twice")
-            return cell
+            return measure(backend, templates[backend.kind], folder, n, budget, total)
 
-        for backend in backends:  # untimed warm-up: page cache, bytecode caches
-            durability[backend.label] = run(backend, 1, 0.3).durability
-        print(f"warm-up done; {time.perf_counter() - started:.0f} s so far")
-        for r in range(runs):
-            print(f"run {r + 1}/{runs}: {machine_state(root)}")
-            for n in processes:
-                for backend in backends:
-                    budget = markdown_seconds if backend.kind == "orch-markdown" else seconds
-                    results[backend.label][n].append(run(backend, n, budget))
-        print(f"after the last run: {machine_state(root)}; {time.perf_counter() - started:.0f} s in all")
+        results, durability = measure_rounds(
+            backends, processes, runs, root, started, measure_one,
+            lambda backend: markdown_seconds if backend.kind == "orch-markdown" else seconds,
+        )  # fmt: skip
     print()
     report(backends, results, durability, processes, runs)
 

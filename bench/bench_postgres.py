@@ -75,7 +75,16 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import add_run_options, commit, item_id, machine_state, run_plan, run_workers, title, wait_for_start
+from benchlib import (
+    add_run_options,
+    commit,
+    item_id,
+    measure_rounds,
+    run_plan,
+    run_workers,
+    title,
+    wait_for_start,
+)  # fmt: skip
 
 TARGETS = ((4, 0.8, ">="), (8, 1.0, ">"))  # postgres / sqlite durable
 LEASE = 300.0
@@ -539,8 +548,6 @@ def main() -> None:
     print(f"orch {commit()} ({Path(orchestrator.__file__).parent}); {datetime.date.today().isoformat()}")
     print(f"runs={runs}, processes={processes}, {args.items:,} items a queue, {seconds:g} s a run")
 
-    results: dict[str, dict[int, list[Cell]]] = {b.label: {n: [] for n in processes} for b in backends}
-    durability: dict[str, str] = {}
     started = time.perf_counter()
     server = Postgres(args.dsn, args.profile) if any(b.kind == "postgres" for b in backends) else None
     try:
@@ -560,28 +567,13 @@ def main() -> None:
                 else:
                     sources["sqlite"] = build_sqlite_template(root / "template", args.items)
                 print(f"built the {backend.kind} queue in {time.perf_counter() - t0:.1f} s")
-            counter = 0
 
-            def run(backend: Backend, n: int, budget: float) -> Cell:
-                nonlocal counter
-                counter += 1
-                name = f"orch_bench_run_{os.getpid()}_{counter}"
-                cell = measure(backend, sources[backend.kind], root / f"run-{counter}", n, budget, name)
-                for problem in cell.problems:
-                    print(f"  !! {backend.label}, {n} processes: {problem}")
-                if cell.duplicates:
-                    print(f"  !! {backend.label}, {n} processes: {cell.duplicates} items were handed out twice")
-                return cell
+            def measure_one(backend: Backend, n: int, budget: float, folder: Path) -> Cell:
+                name = f"orch_bench_{os.getpid()}_{folder.name.replace('-', '_')}"
+                return measure(backend, sources[backend.kind], folder, n, budget, name)
 
-            for backend in backends:  # untimed warm-up: page cache, bytecode caches
-                durability[backend.label] = run(backend, 1, 0.3).durability
-            print(f"warm-up done; {time.perf_counter() - started:.0f} s so far")
-            for r in range(runs):
-                print(f"run {r + 1}/{runs}: {machine_state(root)}")
-                for n in processes:
-                    for backend in backends:
-                        results[backend.label][n].append(run(backend, n, seconds))
-            print(f"after the last run: {machine_state(root)}; {time.perf_counter() - started:.0f} s in all")
+            results, durability = measure_rounds(backends, processes, runs, root, started, measure_one,
+                                                 lambda backend: seconds)  # fmt: skip
     finally:
         if server is not None:
             server.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import itertools
 import json
 import os
 import statistics
@@ -148,3 +149,34 @@ def run_plan(parser, args, labels: list[str]) -> tuple[int, float, tuple[int, ..
     if unknown:
         parser.error(f"unknown backend {sorted(unknown)}; known: {', '.join(labels)}")
     return runs, seconds, processes, wanted
+
+
+def measure_rounds(backends, processes, runs: int, root: Path, started: float, measure_one, budget_of):
+    """An untimed warm-up of each backend, then ``runs`` rounds of every (process count, backend) cell,
+    interleaved so machine noise hits all alike; each cell's problems printed as they happen.
+
+    ``measure_one(backend, processes, seconds, folder)`` returns a cell with ``problems``,
+    ``duplicates`` and ``durability``. Returns (cells by label and process count, durability by label).
+    """
+    results = {backend.label: {n: [] for n in processes} for backend in backends}
+    durability: dict[str, str] = {}
+    folders = (root / f"run-{k}" for k in itertools.count(1))
+
+    def run(backend, n: int, seconds: float):
+        cell = measure_one(backend, n, seconds, next(folders))
+        for problem in cell.problems:
+            print(f"  !! {backend.label}, {n} processes: {problem}")
+        if cell.duplicates:
+            print(f"  !! {backend.label}, {n} processes: {cell.duplicates} items were handed out twice")
+        return cell
+
+    for backend in backends:  # page cache, bytecode caches
+        durability[backend.label] = run(backend, 1, 0.3).durability
+    print(f"warm-up done; {time.perf_counter() - started:.0f} s so far")
+    for r in range(runs):
+        print(f"run {r + 1}/{runs}: {machine_state(root)}")
+        for n in processes:
+            for backend in backends:
+                results[backend.label][n].append(run(backend, n, budget_of(backend)))
+    print(f"after the last run: {machine_state(root)}; {time.perf_counter() - started:.0f} s in all")
+    return results, durability
