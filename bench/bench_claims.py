@@ -108,7 +108,7 @@ from benchlib import (
     run_workers,
     title,
     wait_for_start,
-)  # fmt: skip
+)
 
 TARGET_PROCESSES = 4
 SQLITE_TARGET = 2.0  # orch sqlite / faster peer, at 4 processes

@@ -84,7 +84,7 @@ from benchlib import (
     run_workers,
     title,
     wait_for_start,
-)  # fmt: skip
+)
 
 TARGETS = ((4, 0.8, ">="), (8, 1.0, ">"))  # postgres / sqlite durable
 LEASE = 300.0
